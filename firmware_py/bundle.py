@@ -1,0 +1,291 @@
+"""The model bundle: one self-describing directory the device runs from.
+
+Layout::
+
+    BUNDLE/
+      manifest.json          schema version, labels, front-end, inference, smoothing,
+                             provenance, metrics, and a sha256 for every file below
+      model.tflite           full-integer int8 model (always)
+      model_edgetpu.tflite   Edge TPU-compiled model (when edgetpu_compiler was run)
+      model_float.tflite     float32 model (optional, for comparisons)
+
+The device takes every front-end and label setting from the manifest, so a
+front-end mismatch between training and serving cannot happen; ``load_bundle``
+verifies hashes and that the model's tensors agree with the manifest, and fails
+with one line naming the problem otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError, GenreEdgeError
+from .features import FrontendParams
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_KEYS = ("model", "edgetpu_model", "float_model")
+DEFAULT_FILENAMES = {
+    "model": "model.tflite",
+    "edgetpu_model": "model_edgetpu.tflite",
+    "float_model": "model_float.tflite",
+}
+REQUIRED_KEYS = ("schema_version", "labels", "frontend", "inference", "files")
+FIX = "re-create it with 'genre-edge convert' or re-install genre-edge"
+
+
+@dataclass
+class Bundle:
+    path: Path
+    labels: list[str]
+    frontend: FrontendParams
+    hop_s: float
+    smoothing: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def window_frames(self) -> int:
+        return self.frontend.window_frames
+
+    @property
+    def hop_frames(self) -> int:
+        return max(1, round(self.hop_s / self.frontend.hop_s))
+
+    def file(self, key: str = "model") -> Path | None:
+        entry = self.files.get(key)
+        return self.path / entry["path"] if entry else None
+
+    @property
+    def model_path(self) -> Path:
+        path = self.file("model")
+        assert path is not None  # validated on load
+        return path
+
+    def open_model(
+        self, *, threads: int = 1, edgetpu: str | None = None, backend: str | None = None,
+        xnnpack: bool = True, which: str = "model",
+    ):
+        """An interpreter for this bundle's model, checked against the manifest.
+
+        With ``edgetpu`` set, the Edge TPU-compiled model is used when the bundle has
+        one (the CPU model otherwise: it still runs, on the CPU, through the delegate).
+        """
+        from .inference import Model
+
+        key = "edgetpu_model" if edgetpu and "edgetpu_model" in self.files else which
+        path = self.file(key)
+        if path is None:
+            raise BundleError(f"bundle {self.path} has no {key}: {FIX}")
+        model = Model(path, threads=threads, edgetpu=edgetpu, backend=backend, xnnpack=xnnpack)
+        check_model_shapes(self, model)
+        return model
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_model_shapes(bundle: Bundle, model: Any) -> None:
+    """The model's input must be one front-end window, its output one score per label."""
+    fe = bundle.frontend
+    want_in = {(1, fe.window_frames, fe.n_mels, 1), (1, fe.window_frames, fe.n_mels)}
+    if tuple(model.input_shape) not in want_in:
+        raise BundleError(
+            f"bundle {bundle.path}: model input shape {list(model.input_shape)} does not match "
+            f"the front-end ({fe.window_frames} frames x {fe.n_mels} mels): model and manifest "
+            f"were mixed up; {FIX}"
+        )
+    n_out = model.output_shape[-1]
+    if n_out != len(bundle.labels):
+        raise BundleError(
+            f"bundle {bundle.path}: model has {n_out} outputs but the manifest lists "
+            f"{len(bundle.labels)} labels: {FIX}"
+        )
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise BundleError(message)
+
+
+def read_manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    root = Path(path)
+    if root.is_file() and root.name == MANIFEST:
+        root = root.parent
+    if not root.exists():
+        raise BundleError(f"model bundle not found: {root}: check --bundle (a bundle is a directory)")
+    if not root.is_dir():
+        raise BundleError(
+            f"{root} is a file, not a model bundle directory: pass the directory that holds "
+            f"{MANIFEST}"
+        )
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"bundle {root} has no {MANIFEST}: not a genre-edge bundle; {FIX}")
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise BundleError(f"bundle {root}: {MANIFEST} is not UTF-8 text (corrupt): {FIX}") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(
+            f"bundle {root}: {MANIFEST} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+            f"{exc.msg}): {FIX}"
+        ) from None
+    _require(isinstance(data, dict), f"bundle {root}: {MANIFEST} is not a JSON object: {FIX}")
+    return root, data
+
+
+def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
+    """Read and validate a bundle; with ``check_model`` also load the model to check shapes."""
+    root, data = read_manifest(path)
+    version = data.get("schema_version")
+    _require(
+        isinstance(version, int),
+        f"bundle {root}: schema_version is missing or not an integer: {FIX}",
+    )
+    if version > SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle {root} uses manifest schema {version}, newer than this genre-edge "
+            f"understands ({SCHEMA_VERSION}): upgrade genre-edge"
+        )
+    _require(
+        version == SCHEMA_VERSION,
+        f"bundle {root} uses manifest schema {version}, expected {SCHEMA_VERSION}: {FIX}",
+    )
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    _require(not missing, f"bundle {root}: manifest lacks {', '.join(missing)}: {FIX}")
+
+    labels = data["labels"]
+    _require(
+        isinstance(labels, list) and labels and all(isinstance(x, str) and x for x in labels),
+        f"bundle {root}: labels must be a non-empty list of names: {FIX}",
+    )
+    _require(len(set(labels)) == len(labels), f"bundle {root}: labels repeat: {FIX}")
+
+    _require(isinstance(data["frontend"], dict), f"bundle {root}: frontend is not an object: {FIX}")
+    try:
+        frontend = FrontendParams.from_dict(data["frontend"])
+    except TypeError as exc:
+        raise BundleError(f"bundle {root}: bad front-end parameters ({exc}): {FIX}") from None
+    except GenreEdgeError as exc:
+        raise BundleError(f"bundle {root}: {exc}") from None
+
+    inference = data["inference"]
+    _require(isinstance(inference, dict), f"bundle {root}: inference is not an object: {FIX}")
+    hop_s = inference.get("hop_s")
+    _require(
+        isinstance(hop_s, (int, float)) and hop_s > 0,
+        f"bundle {root}: inference.hop_s must be a positive number of seconds: {FIX}",
+    )
+    window_frames = inference.get("window_frames", frontend.window_frames)
+    _require(
+        window_frames == frontend.window_frames,
+        f"bundle {root}: inference.window_frames ({window_frames}) differs from the front-end's "
+        f"({frontend.window_frames}): {FIX}",
+    )
+
+    files = data["files"]
+    _require(
+        isinstance(files, dict) and "model" in files,
+        f"bundle {root}: files must name at least the int8 'model': {FIX}",
+    )
+    for key, entry in files.items():
+        _require(
+            isinstance(entry, dict) and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("sha256"), str),
+            f"bundle {root}: files.{key} needs 'path' and 'sha256': {FIX}",
+        )
+        file_path = root / entry["path"]
+        _require(
+            Path(entry["path"]).name == entry["path"],
+            f"bundle {root}: files.{key} must be a plain file name inside the bundle: {FIX}",
+        )
+        _require(file_path.is_file(), f"bundle {root}: {entry['path']} is missing: {FIX}")
+        digest = sha256_file(file_path)
+        _require(
+            digest == entry["sha256"],
+            f"bundle {root}: {entry['path']} does not match its sha256 in {MANIFEST} (corrupt or "
+            f"modified): {FIX}",
+        )
+
+    bundle = Bundle(
+        path=root,
+        labels=list(labels),
+        frontend=frontend,
+        hop_s=float(hop_s),
+        smoothing=dict(data.get("smoothing") or {}),
+        provenance=dict(data.get("provenance") or {}),
+        metrics=dict(data.get("metrics") or {}),
+        name=str(data.get("name") or root.name),
+        files=dict(files),
+    )
+    if check_model:
+        bundle.open_model()  # loads the interpreter and checks shapes; raises on mismatch
+    return bundle
+
+
+def write_bundle(
+    out_dir: str | Path,
+    *,
+    model: str | Path,
+    labels: list[str],
+    frontend: FrontendParams,
+    hop_s: float,
+    smoothing: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    name: str = "",
+    edgetpu_model: str | Path | None = None,
+    float_model: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Copy model files into ``out_dir`` and write a manifest with their hashes."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GenreEdgeError(
+            f"cannot create bundle directory {out} ({exc.strerror}): choose a writable --out"
+        ) from None
+    files: dict[str, dict[str, Any]] = {}
+    for key, src in (("model", model), ("edgetpu_model", edgetpu_model), ("float_model", float_model)):
+        if src is None:
+            continue
+        src = Path(src)
+        dst = out / DEFAULT_FILENAMES[key]
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+        files[key] = {"path": dst.name, "sha256": sha256_file(dst), "bytes": dst.stat().st_size}
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name or out.name,
+        "labels": list(labels),
+        "frontend": frontend.to_dict(),
+        "frontend_digest": frontend.digest(),
+        "inference": {"window_frames": frontend.window_frames, "hop_s": float(hop_s)},
+        "smoothing": dict(smoothing or {}),
+        "files": files,
+        "provenance": dict(provenance or {}),
+        "metrics": dict(metrics or {}),
+    }
+    if extra:
+        manifest.update(extra)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return out
+
+
+def default_bundle_path() -> Path:
+    """The model shipped inside the package (``firmware_py/models/default``)."""
+    return Path(__file__).resolve().parent / "models" / "default"

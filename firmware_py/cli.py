@@ -1,0 +1,94 @@
+"""The ``genre-edge`` command.
+
+Subcommands are plugins: each is a :class:`Command` registered under the entry-point
+group ``genre_edge.commands`` (see ``pyproject.toml``). Command modules are light to
+import; heavy imports (TensorFlow, librosa, paho) happen inside ``run``. So the
+device package never imports ``training`` or ``converter`` code, and device
+subcommands never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from . import __version__
+from .errors import GenreEdgeError
+
+GROUP = "genre_edge.commands"
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+def _commands() -> list[Command]:
+    found = []
+    for ep in entry_points(group=GROUP):
+        cmd = ep.load()
+        if not isinstance(cmd, Command):
+            raise TypeError(f"entry point {ep.value} is not a firmware_py.cli.Command")
+        found.append(cmd)
+    if not found:
+        raise GenreEdgeError(
+            "no genre-edge subcommands are registered: the package is not installed; "
+            "run 'pip install -e .' in the checkout"
+        )
+    return sorted(found, key=lambda c: c.name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genre-edge",
+        description="Edge music-genre classifier: train, convert, and run on a Raspberry Pi.",
+    )
+    parser.add_argument("--version", action="version", version=f"genre-edge {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for cmd in _commands():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.configure(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    env = os.environ.get("GENRE_EDGE_LOG_LEVEL")
+    if env:
+        level = getattr(logging, env.upper(), level)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        setup_logging(args.verbose)
+        code = args._run(args)
+        return int(code or 0)
+    except GenreEdgeError as exc:
+        print(f"genre-edge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""The log-mel front-end: the one implementation used in training and on the device.
+
+Training (``training.dataset``), conversion (``converter``) and the device loop
+(``firmware_py.app``) all call this module; nothing else computes features. That is
+how train/serve skew is ruled out by construction, and ``tests/test_features.py``
+proves that the streaming path equals the batch path for any chunking.
+
+Conventions follow librosa (parameter names ``sr``-style, Slaney mel scale and
+area normalisation, ``10 * log10(max(S, amin))``) so that librosa can serve as a
+test oracle, but librosa is never imported here.
+
+Framing is *not* centred (``center=False`` in librosa terms): frame ``t`` covers
+samples ``[t * hop_length, t * hop_length + n_fft)``. That makes streaming exact:
+a frame is emitted as soon as its last sample has arrived, with no look-ahead and
+no edge padding that would differ between a file and a live stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+from .errors import GenreEdgeError
+
+
+@dataclass(frozen=True)
+class FrontendParams:
+    """Every parameter that decides the features a model sees.
+
+    Attributes
+    ----------
+    sample_rate : int
+        Model sample rate in Hz. Audio at any other rate is resampled first.
+    n_fft : int
+        FFT size in samples (512 = 32 ms at 16 kHz).
+    win_length : int
+        Analysis window length in samples (400 = 25 ms), zero-padded to ``n_fft``
+        symmetrically, as librosa does.
+    hop_length : int
+        Frame step in samples (160 = 10 ms, i.e. 100 frames per second).
+    window : str
+        Window name understood by ``scipy.signal.get_window`` (periodic form).
+    n_mels : int
+        Number of mel bands.
+    fmin, fmax : float
+        Lowest and highest mel filter edge in Hz.
+    amin : float
+        Power floor before the log (1e-10 = -100 dB): the log floor.
+    window_frames : int
+        Frames per model input window (300 frames = 3.0 s of hops).
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    window: str = "hann"
+    n_mels: int = 64
+    fmin: float = 50.0
+    fmax: float = 8000.0
+    amin: float = 1e-10
+    window_frames: int = 300
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sample_rate <= 0:
+            problems.append("sample_rate must be > 0")
+        if self.n_fft <= 0 or self.win_length <= 0 or self.win_length > self.n_fft:
+            problems.append("need 0 < win_length <= n_fft")
+        if self.hop_length <= 0:
+            problems.append("hop_length must be > 0")
+        if self.n_mels <= 0:
+            problems.append("n_mels must be > 0")
+        if not (0 <= self.fmin < self.fmax <= self.sample_rate / 2):
+            problems.append("need 0 <= fmin < fmax <= sample_rate / 2")
+        if self.amin <= 0:
+            problems.append("amin must be > 0")
+        if self.window_frames <= 0:
+            problems.append("window_frames must be > 0")
+        if problems:
+            raise GenreEdgeError(f"invalid front-end parameters: {'; '.join(problems)}")
+
+    # -- derived quantities (named with units) -------------------------------------
+    @property
+    def hop_s(self) -> float:
+        return self.hop_length / self.sample_rate
+
+    @property
+    def window_s(self) -> float:
+        """Audio seconds covered by one model window."""
+        return ((self.window_frames - 1) * self.hop_length + self.n_fft) / self.sample_rate
+
+    @property
+    def log_floor_db(self) -> float:
+        return float(10.0 * np.log10(self.amin))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrontendParams:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GenreEdgeError(
+                f"unknown front-end parameter(s) {', '.join(unknown)}: "
+                "the bundle was made by a newer genre-edge; upgrade genre-edge"
+            )
+        return cls(**data)
+
+    def digest(self) -> str:
+        """Short stable hash of the parameters (cache keys, bundle checks)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+DEFAULT_PARAMS = FrontendParams()
+
+
+# -- filter bank ------------------------------------------------------------------
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    mel = hz / f_sp
+    log_region = hz >= min_log_hz
+    return np.where(
+        log_region, min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep, mel
+    )
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    hz = f_sp * mel
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), hz)
+
+
+def mel_filterbank(params: FrontendParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Triangular mel filters, Slaney-normalised, shape ``(n_mels, n_fft // 2 + 1)``."""
+    fft_hz = np.fft.rfftfreq(params.n_fft, d=1.0 / params.sample_rate)
+    edges_hz = _mel_to_hz(
+        np.linspace(_hz_to_mel(params.fmin), _hz_to_mel(params.fmax), params.n_mels + 2)
+    )
+    widths = np.diff(edges_hz)
+    ramps = edges_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    # Slaney area normalisation: each filter has (roughly) constant energy.
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    if np.any(weights.max(axis=1) <= 0):
+        raise GenreEdgeError(
+            "some mel bands are empty: lower n_mels or raise n_fft for this sample rate"
+        )
+    return weights.astype(np.float32)
+
+
+def analysis_window(params: FrontendParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Periodic window of ``win_length`` centred in ``n_fft`` zeros (librosa's convention)."""
+    win = scipy.signal.get_window(params.window, params.win_length, fftbins=True)
+    left = (params.n_fft - params.win_length) // 2
+    padded = np.zeros(params.n_fft, dtype=np.float64)
+    padded[left : left + params.win_length] = win
+    return padded.astype(np.float32)
+
+
+def num_frames(num_samples: int, params: FrontendParams = DEFAULT_PARAMS) -> int:
+    """Frames that ``logmel`` returns for ``num_samples`` samples."""
+    if num_samples < params.n_fft:
+        return 0
+    return 1 + (num_samples - params.n_fft) // params.hop_length
+
+
+class _Kernel:
+    """Precomputed window and filter bank; turns frames of samples into log-mel rows."""
+
+    def __init__(self, params: FrontendParams) -> None:
+        self.params = params
+        self.window = analysis_window(params)
+        # The rfft output viewed as float32 is [re0, im0, re1, im1, ...]; squaring it and
+        # multiplying by the filter bank with every row repeated twice gives
+        # (re^2 + im^2) @ mel in one GEMM, without a separate |X|^2 pass.
+        self.mel_t = np.ascontiguousarray(np.repeat(mel_filterbank(params).T, 2, axis=0))
+        self.log_scale = np.float32(10.0)
+        self.amin = np.float32(params.amin)
+
+    def frames_view(self, samples: np.ndarray) -> np.ndarray:
+        """(n_frames, n_fft) strided view: no copy."""
+        p = self.params
+        n = num_frames(samples.shape[0], p)
+        if n == 0:
+            return np.empty((0, p.n_fft), dtype=np.float32)
+        # A strided view over the contiguous float32 samples (no copy); building the
+        # ndarray directly is several times cheaper than as_strided per push.
+        return np.ndarray(
+            (n, p.n_fft), dtype=np.float32, buffer=samples, strides=(4 * p.hop_length, 4)
+        )
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        if frames.shape[0] == 0:
+            return np.empty((0, self.params.n_mels), dtype=np.float32)
+        spec = scipy.fft.rfft(frames * self.window, axis=-1)
+        parts = spec.view(np.float32)
+        np.square(parts, out=parts)
+        mel = parts @ self.mel_t
+        np.maximum(mel, self.amin, out=mel)
+        np.log10(mel, out=mel)
+        mel *= self.log_scale
+        return mel
+
+
+_KERNELS: dict[FrontendParams, _Kernel] = {}
+
+
+def _kernel(params: FrontendParams) -> _Kernel:
+    kernel = _KERNELS.get(params)
+    if kernel is None:
+        kernel = _KERNELS[params] = _Kernel(params)
+    return kernel
+
+
+def _as_mono_float32(samples: np.ndarray) -> np.ndarray:
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise GenreEdgeError(
+            f"front-end expects mono 1-D samples, got shape {x.shape}: mix down first "
+            "(firmware_py.audio does this)"
+        )
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    return np.ascontiguousarray(x)
+
+
+def logmel(samples: np.ndarray, params: FrontendParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Log-mel spectrogram of a whole clip.
+
+    Parameters
+    ----------
+    samples : np.ndarray
+        Mono audio at ``params.sample_rate``, float in [-1, 1], shape ``(n,)``.
+    params : FrontendParams
+        Front-end parameters.
+
+    Returns
+    -------
+    np.ndarray
+        ``(num_frames(n), n_mels)`` float32 log-mel power in dB (re 1.0, floor
+        ``10*log10(amin)``).
+    """
+    x = _as_mono_float32(samples)
+    kernel = _kernel(params)
+    return kernel(kernel.frames_view(x))
+
+
+class StreamingLogMel:
+    """Push any number of samples, get the frames they complete.
+
+    The output of all pushes concatenated equals ``logmel`` of all samples
+    concatenated, for any chunking: frames are computed once, by the same kernel,
+    as soon as their last sample arrives.
+    """
+
+    def __init__(self, params: FrontendParams = DEFAULT_PARAMS) -> None:
+        self.params = params
+        self._kernel = _kernel(params)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.frames_emitted = 0
+
+    def reset(self) -> None:
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.frames_emitted = 0
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add samples; return the newly completed frames, ``(k, n_mels)`` float32."""
+        x = _as_mono_float32(samples)
+        if self._pending.shape[0]:
+            x = np.concatenate((self._pending, x))
+        frames = self._kernel.frames_view(x)
+        n = frames.shape[0]
+        out = self._kernel(frames)
+        # Keep what the next frame still needs: from the start of frame n onwards.
+        self._pending = x[n * self.params.hop_length :].copy() if n else x.copy()
+        self.frames_emitted += n
+        return out
+
+
+def windows(
+    features: np.ndarray, window_frames: int, hop_frames: int, *, pad: bool = False
+) -> np.ndarray:
+    """Fixed-hop windows over a ``(frames, n_mels)`` array: ``(n, window_frames, n_mels)``.
+
+    With ``pad=True`` a clip shorter than one window is padded at the end with its own
+    floor value so that every clip yields at least one window; otherwise short clips
+    yield none.
+    """
+    n_frames = features.shape[0]
+    if n_frames < window_frames:
+        if not pad or n_frames == 0:
+            return np.empty((0, window_frames, features.shape[1]), dtype=features.dtype)
+        floor = features.min()
+        padded = np.full((window_frames, features.shape[1]), floor, dtype=features.dtype)
+        padded[:n_frames] = features
+        return padded[None]
+    starts = np.arange(0, n_frames - window_frames + 1, hop_frames)
+    return np.stack([features[s : s + window_frames] for s in starts])
