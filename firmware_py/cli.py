@@ -88,7 +88,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. piped into head
         return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,51 @@
+# genre-edge developer entry points. Two matter on a fresh machine:
+#   make run    streams the bundled clip through the bundled model (creates .venv)
+#   make test   installs everything (system packages included) and runs the tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_PACKAGES := mosquitto libportaudio2 libsndfile1 python3-venv
+
+.PHONY: run test lint sysdeps device-env dev-env default-model bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Device dependencies only (+ soundfile for the Opus demo clip): what a Pi installs.
+$(VENV)/.device: $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[files]'
+	touch $@
+
+# Everything: training (TensorFlow), test and lint tools.
+$(VENV)/.dev: $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[files,train,dev]'
+	touch $@ $(VENV)/.device
+
+device-env: $(VENV)/.device
+dev-env: $(VENV)/.dev
+
+sysdeps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+run: $(VENV)/.device
+	$(VENV)/bin/genre-edge listen --input firmware_py/assets/demo-rock.opus --realtime
+
+test: sysdeps $(VENV)/.dev
+	$(PY) -m ruff check firmware_py training converter tests
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check firmware_py training converter tests
+
+bench: $(VENV)/.dev
+	$(VENV)/bin/genre-edge bench frontend --json bench-frontend.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,67 @@
+"""The CLI contract: features, bench frontend, one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from firmware_py.audio import load_audio
+from firmware_py.features import logmel
+from tests.paths import REPO, clip
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "firmware_py", *args], cwd=REPO, capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+def test_features_writes_batch_logmel(tmp_path: Path) -> None:
+    src = clip("jazz", 0)
+    out = tmp_path / "f.npy"
+    res = run_cli("features", str(src), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    feats = np.load(out)
+    assert np.array_equal(feats, logmel(load_audio(src, 16000)))
+
+
+def test_features_errors_are_one_line(tmp_path: Path) -> None:
+    res = run_cli("features", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "f.npy"))
+    assert res.returncode == 2
+    assert res.stderr.startswith("genre-edge: error: audio file not found")
+    assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1
+    res = run_cli("features", str(clip("jazz", 0)), "--out", "/proc/forbidden/f.npy")
+    assert res.returncode == 2 and "choose a writable output path" in res.stderr
+    res = run_cli("features", str(clip("jazz", 0)), "--out", str(tmp_path / "f.npy"),
+                  "--bundle", str(tmp_path))
+    assert res.returncode == 2 and "no manifest.json" in res.stderr
+
+
+def test_bench_frontend_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    res = run_cli("bench", "frontend", "--seconds", "10", "--repeats", "2", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    for key in ("streaming_ms_per_audio_s", "librosa_window_ms_per_audio_s", "speedup_vs_librosa",
+                "streaming_10ms_blocks_ms_per_audio_s"):
+        assert isinstance(data[key], float) and data[key] > 0, key
+    assert data["audio_s"] == 10.0
+    assert "speedup vs librosa" in res.stdout
+
+
+def test_device_commands_do_not_import_tensorflow() -> None:
+    code = (
+        "import sys; from firmware_py.cli import main; "
+        "main(['features', '--help']) if False else None; "
+        "import firmware_py.cli as c; c.build_parser(); "
+        "import firmware_py.bundle, firmware_py.inference, firmware_py.audio, firmware_py.features; "
+        "print('tensorflow' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"

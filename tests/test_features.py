@@ -1,0 +1,113 @@
+"""The front-end: streaming == batch for any chunking, and librosa parity on real music."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware_py.audio import load_audio
+from firmware_py.errors import GenreEdgeError
+from firmware_py.features import (
+    DEFAULT_PARAMS,
+    FrontendParams,
+    StreamingLogMel,
+    logmel,
+    mel_filterbank,
+    num_frames,
+    windows,
+)
+from tests.paths import clip
+
+librosa = pytest.importorskip("librosa")
+
+P = DEFAULT_PARAMS
+
+
+@pytest.fixture(scope="module")
+def music() -> np.ndarray:
+    return load_audio(clip("rock", 0), P.sample_rate)[: P.sample_rate * 8]
+
+
+def librosa_logmel(x: np.ndarray, p: FrontendParams) -> np.ndarray:
+    s = librosa.feature.melspectrogram(
+        y=x, sr=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.win_length,
+        window=p.window, center=False, power=2.0, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax,
+    )
+    return librosa.power_to_db(s, ref=1.0, amin=p.amin, top_db=None).T
+
+
+@pytest.mark.parametrize("genre", ["classical", "rock", "electronic", "pop", "jazz"])
+def test_librosa_parity_on_real_music(genre: str) -> None:
+    x = load_audio(clip(genre, 1, split="test"), P.sample_rate)
+    ours = logmel(x, P)
+    ref = librosa_logmel(x, P)
+    assert ours.shape == ref.shape == (num_frames(x.shape[0]), P.n_mels)
+    assert ours.dtype == np.float32
+    assert np.abs(ours - ref).max() <= 0.01
+
+
+def test_librosa_parity_other_params() -> None:
+    p = FrontendParams(sample_rate=22050, n_fft=1024, win_length=1024, hop_length=512,
+                       n_mels=96, fmin=0.0, fmax=8000.0, window_frames=128)
+    # fmax 8 kHz: the clips are 16 kHz sources, so bands above 8 kHz hold only rounding noise.
+    x = load_audio(clip("pop", 0), p.sample_rate)[: p.sample_rate * 10]
+    assert np.abs(logmel(x, p) - librosa_logmel(x, p)).max() <= 0.01
+
+
+def test_filterbank_matches_librosa() -> None:
+    ref = librosa.filters.mel(sr=P.sample_rate, n_fft=P.n_fft, n_mels=P.n_mels,
+                              fmin=P.fmin, fmax=P.fmax)
+    assert np.allclose(mel_filterbank(P), ref, atol=1e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=60))
+def test_streaming_equals_batch_for_any_chunking(music: np.ndarray, chunks: list[int]) -> None:
+    stream = StreamingLogMel(P)
+    out, pos = [], 0
+    for size in chunks:
+        out.append(stream.push(music[pos : pos + size]))
+        pos += size
+    out.append(stream.push(music[pos:]))  # the rest in one go
+    streamed = np.concatenate(out)
+    batch = logmel(music, P)
+    assert streamed.shape == batch.shape
+    assert np.abs(streamed - batch).max() <= 1e-4
+    assert stream.frames_emitted == batch.shape[0]
+
+
+def test_streaming_emits_frame_as_soon_as_complete() -> None:
+    stream = StreamingLogMel(P)
+    assert stream.push(np.zeros(P.n_fft - 1, np.float32)).shape == (0, P.n_mels)
+    assert stream.push(np.zeros(1, np.float32)).shape == (1, P.n_mels)
+    assert stream.push(np.zeros(P.hop_length - 1, np.float32)).shape[0] == 0
+    assert stream.push(np.zeros(1, np.float32)).shape[0] == 1
+
+
+def test_silence_hits_the_log_floor() -> None:
+    out = logmel(np.zeros(P.sample_rate, np.float32), P)
+    assert np.allclose(out, P.log_floor_db)
+
+
+def test_params_validation_and_roundtrip() -> None:
+    assert FrontendParams.from_dict(P.to_dict()) == P
+    assert P.digest() == FrontendParams().digest()
+    assert P.digest() != FrontendParams(n_mels=40).digest()
+    with pytest.raises(GenreEdgeError, match="fmax"):
+        FrontendParams(fmax=9000.0)
+    with pytest.raises(GenreEdgeError, match="unknown front-end parameter"):
+        FrontendParams.from_dict({**P.to_dict(), "pcen": True})
+    with pytest.raises(GenreEdgeError, match="mono"):
+        logmel(np.zeros((100, 2), np.float32))
+
+
+def test_windows_fixed_hop_and_padding() -> None:
+    feats = np.arange(1000 * 4, dtype=np.float32).reshape(1000, 4)
+    w = windows(feats, 300, 100)
+    assert w.shape == (8, 300, 4)
+    assert np.array_equal(w[1], feats[100:400])
+    assert windows(feats[:200], 300, 100).shape[0] == 0
+    padded = windows(feats[:200], 300, 100, pad=True)
+    assert padded.shape == (1, 300, 4) and np.array_equal(padded[0, :200], feats[:200])
