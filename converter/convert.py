@@ -1,0 +1,279 @@
+"""A trained run becomes a model bundle: quantise, verify on held-out data, check, write.
+
+``convert_run(RUN, OUT)``:
+
+1. loads ``RUN/model.keras`` and ``RUN/run.json`` (labels, front-end, dataset);
+2. draws a stratified representative set of real training windows (>= 200) and
+   quantises to full-integer int8 (optionally also float32);
+3. verifies float Keras against the int8 TFLite model, run by the device's own
+   interpreter, on the test split: window- and track-level accuracy, top-1 agreement,
+   probability differences; a drop over 1 point is a warning;
+4. checks the graph against the Edge TPU rules, and compiles it when
+   ``edgetpu_compiler`` is on PATH;
+5. writes the bundle (``firmware_py.bundle.write_bundle``) with every figure above.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware_py.bundle import load_bundle, write_bundle
+from firmware_py.errors import GenreEdgeError
+from firmware_py.features import FrontendParams
+from firmware_py.inference import Model
+
+from .edgetpu import check_model, compile_for_edgetpu
+from .quantize import to_float, to_int8
+
+log = logging.getLogger(__name__)
+
+MIN_REPRESENTATIVE = 200
+DROP_WARNING_POINTS = 1.0
+
+
+def _git_commit() -> str:
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return res.stdout.strip() if res.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    run_json = run_dir / "run.json"
+    if not run_dir.is_dir():
+        raise GenreEdgeError(f"training run not found: {run_dir}: pass the --out of 'genre-edge train'")
+    if not run_json.is_file() or not (run_dir / "model.keras").is_file():
+        raise GenreEdgeError(
+            f"{run_dir} is not a finished training run (needs run.json and model.keras): "
+            "train first with 'genre-edge train'"
+        )
+    try:
+        return json.loads(run_json.read_text())
+    except json.JSONDecodeError as exc:
+        raise GenreEdgeError(f"{run_json} is not valid JSON ({exc.msg}): re-run training") from None
+
+
+def representative_windows(
+    tracks: list[Any], n_labels: int, window_frames: int, count: int, seed: int
+) -> np.ndarray:
+    """``count`` real windows, equally many per class, spread over tracks and positions."""
+    from training.dataset import eval_windows
+
+    rng = np.random.default_rng(seed)
+    per_class = int(np.ceil(count / n_labels))
+    chosen: list[np.ndarray] = []
+    for label in range(n_labels):
+        pool = [t for t in tracks if t.label == label]
+        if not pool:
+            continue
+        order = rng.permutation(len(pool))
+        picked = 0
+        while picked < per_class:
+            for i in order:
+                if picked >= per_class:
+                    break
+                wins = eval_windows(pool[i], window_frames, max(1, window_frames // 3))
+                chosen.append(wins[rng.integers(len(wins))])
+                picked += 1
+    rng.shuffle(chosen)
+    return np.stack(chosen)
+
+
+def compare(
+    keras_model: Any, tflite_model: Model, tracks: list[Any], window_frames: int, hop_frames: int,
+    labels: list[str],
+) -> dict[str, Any]:
+    """Float Keras vs the TFLite model on every window of ``tracks``."""
+    from training.dataset import eval_windows
+
+    win_true, float_probs, q_probs, track_ids = [], [], [], []
+    for t in tracks:
+        wins = eval_windows(t, window_frames, hop_frames)
+        pf = keras_model.predict(wins[..., None], verbose=0, batch_size=64)
+        pq = tflite_model.predict_many(wins)
+        float_probs.append(pf)
+        q_probs.append(pq)
+        win_true += [t.label] * len(wins)
+        track_ids += [t.track_id] * len(wins)
+    pf = np.concatenate(float_probs)
+    pq = np.concatenate(q_probs)
+    y = np.asarray(win_true)
+    ids = np.asarray(track_ids)
+
+    def track_acc(p: np.ndarray) -> float:
+        correct = []
+        for tid in dict.fromkeys(track_ids):
+            mask = ids == tid
+            correct.append(p[mask].mean(axis=0).argmax() == y[mask][0])
+        return float(np.mean(correct))
+
+    def confusion(p: np.ndarray) -> list[list[int]]:
+        m = np.zeros((len(labels), len(labels)), dtype=int)
+        for tid in dict.fromkeys(track_ids):
+            mask = ids == tid
+            m[y[mask][0], p[mask].mean(axis=0).argmax()] += 1
+        return m.tolist()
+
+    out = {
+        "tracks": len(tracks),
+        "windows": int(len(y)),
+        "float_window_accuracy": float((pf.argmax(1) == y).mean()),
+        "int8_window_accuracy": float((pq.argmax(1) == y).mean()),
+        "float_track_accuracy": track_acc(pf),
+        "int8_track_accuracy": track_acc(pq),
+        "top1_agreement": float((pf.argmax(1) == pq.argmax(1)).mean()),
+        "max_prob_diff": float(np.abs(pf - pq).max()),
+        "mean_prob_diff": float(np.abs(pf - pq).mean()),
+        "int8_track_confusion": confusion(pq),
+        "float_track_confusion": confusion(pf),
+    }
+    out["window_drop_points"] = 100 * (out["float_window_accuracy"] - out["int8_window_accuracy"])
+    out["track_drop_points"] = 100 * (out["float_track_accuracy"] - out["int8_track_accuracy"])
+    return out
+
+
+def default_smoothing() -> dict[str, Any]:
+    try:
+        from firmware_py.smoothing import SmoothingParams
+    except ImportError:
+        return {}
+    return SmoothingParams().to_dict()
+
+
+def convert_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    representative: int = 400,
+    with_float: bool = False,
+    split: str = "test",
+    hop_s: float | None = None,
+    name: str = "",
+    seed: int = 0,
+    command: str = "",
+) -> dict[str, Any]:
+    """Convert, verify, check and bundle; returns the report written into the manifest."""
+    import keras
+    import training.models  # noqa: F401  (registers the custom layers)
+    from training.dataset import load_run_splits
+
+    if representative < MIN_REPRESENTATIVE:
+        raise GenreEdgeError(
+            f"--representative {representative} is too small: use at least {MIN_REPRESENTATIVE}"
+        )
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run = read_run(run_dir)
+    labels = list(run["labels"])
+    frontend = FrontendParams.from_dict(run["frontend"])
+    hop_s = float(hop_s or run.get("hop_s") or 1.0)
+    hop_frames = max(1, round(hop_s / frontend.hop_s))
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    splits = load_run_splits(run_dir)
+    if not splits.get("train"):
+        raise GenreEdgeError(f"run {run_dir} has no training tracks to calibrate on: check its data")
+    eval_tracks = splits.get(split) or []
+    if not eval_tracks:
+        raise GenreEdgeError(f"run {run_dir} has no '{split}' tracks to verify on: pick --split")
+
+    rep = representative_windows(splits["train"], len(labels), frontend.window_frames,
+                                 representative, seed)
+    log.info("calibrating on %d representative windows", len(rep))
+    int8_bytes = to_int8(model, rep)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        int8_path = tmp_dir / "model.tflite"
+        int8_path.write_bytes(int8_bytes)
+        float_path = None
+        if with_float:
+            float_path = tmp_dir / "model_float.tflite"
+            float_path.write_bytes(to_float(model))
+
+        tflite = Model(int8_path, threads=os.cpu_count() or 1)
+        verification = compare(model, tflite, eval_tracks, frontend.window_frames, hop_frames,
+                               labels)
+        verification["split"] = split
+        if with_float:
+            float_tflite = Model(float_path)
+            fv = compare(model, float_tflite, eval_tracks, frontend.window_frames, hop_frames, labels)
+            verification["float_tflite_track_accuracy"] = fv["int8_track_accuracy"]
+            verification["float_tflite_window_accuracy"] = fv["int8_window_accuracy"]
+
+        tpu = check_model(int8_path)
+        compiled, compile_note = compile_for_edgetpu(int8_path, tmp_dir)
+
+        quant = {
+            "representative_windows": int(len(rep)),
+            "model_bytes": len(int8_bytes),
+            "input_dtype": str(tflite.input_dtype),
+            "output_dtype": str(tflite.output_dtype),
+            "input_scale": float(tflite.input_scale),
+            "input_zero_point": int(tflite.input_zero_point),
+        }
+        metrics = {
+            "training": run.get("metrics", {}),
+            "quantization": quant,
+            "verification": verification,
+            "edgetpu": {k: v for k, v in tpu.to_dict().items() if k != "ops"},
+        }
+        metrics["edgetpu"]["compiled"] = compiled is not None
+        metrics["edgetpu"]["note"] = compile_note if compiled is None else "compiled"
+        provenance = {
+            "run": run_dir.name,
+            "arch": run.get("arch"),
+            "dataset": run.get("dataset"),
+            "seed": run.get("seed"),
+            "commit": _git_commit(),
+            "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "command": command,
+        }
+        write_bundle(
+            out_dir, model=int8_path, labels=labels, frontend=frontend, hop_s=hop_s,
+            smoothing=run.get("smoothing") or default_smoothing(), provenance=provenance,
+            metrics=metrics, name=name or out_dir.name, edgetpu_model=compiled,
+            float_model=float_path,
+        )
+    (out_dir / "edgetpu_report.txt").write_text(tpu.table() + "\n" + tpu.summary() + "\n")
+    load_bundle(out_dir)  # the bundle we wrote must validate and run
+    return {"metrics": metrics, "edgetpu_table": tpu.table(), "bundle": str(out_dir)}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    m = report["metrics"]
+    v, q, e = m["verification"], m["quantization"], m["edgetpu"]
+    lines = [
+        f"bundle: {report['bundle']}",
+        f"int8 model: {q['model_bytes'] / 1024:.1f} KB, input {q['input_dtype']}, "
+        f"output {q['output_dtype']}, calibrated on {q['representative_windows']} windows",
+        f"verification on {v['split']} ({v['tracks']} tracks, {v['windows']} windows):",
+        f"  {'':<16}{'float (Keras)':>14}{'int8 (TFLite)':>15}{'drop (points)':>15}",
+        f"  {'window accuracy':<16}{100 * v['float_window_accuracy']:>13.1f}%"
+        f"{100 * v['int8_window_accuracy']:>14.1f}%{v['window_drop_points']:>15.2f}",
+        f"  {'track accuracy':<16}{100 * v['float_track_accuracy']:>13.1f}%"
+        f"{100 * v['int8_track_accuracy']:>14.1f}%{v['track_drop_points']:>15.2f}",
+        f"  top-1 agreement {100 * v['top1_agreement']:.1f}%, probability difference max "
+        f"{v['max_prob_diff']:.3f} mean {v['mean_prob_diff']:.4f}",
+        f"Edge TPU: {e['summary']}",
+        f"  {e['note']}",
+    ]
+    for key in ("window_drop_points", "track_drop_points"):
+        if v[key] > DROP_WARNING_POINTS:
+            lines.append(
+                f"WARNING: int8 loses {v[key]:.2f} points of {key.split('_')[0]} accuracy "
+                f"(> {DROP_WARNING_POINTS}): calibrate on more windows (--representative) or "
+                "check the model for outlier activations"
+            )
+    return "\n".join(lines)
