@@ -651,9 +651,10 @@ class MqttPublisher:
         self._publish_discovery(client)
 
     def _on_log(self, _client: mqtt.Client, _userdata: Any, level: int, buf: str) -> None:
-        # paho reports "not connected" as an error on every retry and at every clean
-        # stop; only other errors deserve the journal.
-        if level == mqtt.MQTT_LOG_ERR and not self._closing and "not connected" not in buf:
+        # paho logs every lost connection and retry as an error; our own callbacks say
+        # that once per outage. What must reach the journal is a bug in a callback
+        # (paho catches it, see suppress_exceptions).
+        if level == mqtt.MQTT_LOG_ERR and buf.startswith("Caught exception"):
             log.error("MQTT (paho): %s", buf)
         else:
             _paho_log.debug("%s", buf)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -158,6 +160,8 @@ def test_retained_state_has_the_documented_keys(
     pub = make_publisher(settings(mqtt_broker.url))
     pub.start()
     assert pub.connected
+    sock = pub._client.socket() if pub._client else None
+    assert sock is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     pub.publish_state({**state(0), "level_dbfs": float("-inf")})  # digital silence
     # A subscriber that arrives later gets the retained message: what HA sees on restart.
     deadline = time.monotonic() + 5
@@ -350,11 +354,62 @@ def test_queue_bound_drops_the_oldest_and_counts_them(
     c = pub.counters
     assert (c["queued"], c["dropped"], c["states"]) == (10, 15, 25)
     assert "dropping the oldest" in caplog.text
+    pub.publish_stats({"inference_ms": 1.0})  # a stale sample must not evict a state
+    assert pub.counters["stats_skipped"] == 1 and pub.counters["queued"] == 10
     broker.start()
     sub.wait_for(STATE, lambda m: m.json()["seq"] == 24, timeout=15)
     assert seqs(sub) == list(range(15, 25))  # the newest 10, in order
     pub.publish_stats({"inference_ms": 1.0})
     assert pub.counters["dropped"] == 15
+
+
+def test_stream_survives_repeated_broker_kills(
+    broker_factory: Callable[..., Broker], mqtt_subscriber: Callable[..., Subscriber],
+    make_publisher: Callable[..., MqttPublisher],
+) -> None:
+    broker = broker_factory(persistent=True)
+    sub = mqtt_subscriber(broker, (f"{PREFIX}/#",), client_id="test-kills-sub", clean_session=False)
+    pub = make_publisher(settings(broker.url))
+    pub.start()
+    done = threading.Event()
+    produced = [0]
+
+    def produce() -> None:  # ~100 states/s, like a file played fast
+        while not done.is_set():
+            pub.publish_state(state(produced[0]))
+            produced[0] += 1
+            time.sleep(0.01)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    rng = random.Random(9)
+    try:
+        for _ in range(3):
+            time.sleep(rng.uniform(0.2, 0.5))
+            broker.kill()
+            time.sleep(rng.uniform(0.05, 0.5))
+            broker.start()
+    finally:
+        done.set()
+        producer.join()
+    n = produced[0]
+    sub.wait_for(STATE, lambda m: m.json()["seq"] == n - 1, timeout=15)
+    assert seqs(sub) == list(range(n))
+    assert [m.text for m in sub.on_topic(AVAIL)][-1] == "online"
+    assert pub.counters["dropped"] == 0 and pub.counters["reconnects"] >= 1
+
+
+def test_stop_is_bounded_while_the_broker_is_away(
+    mqtt_broker: Broker, make_publisher: Callable[..., MqttPublisher],
+) -> None:
+    pub = make_publisher(settings(mqtt_broker.url, reconnect_min_s=1.0, reconnect_max_s=30.0))
+    pub.start()
+    mqtt_broker.kill()
+    time.sleep(0.2)  # paho is now sleeping in its reconnect backoff
+    pub.publish_state(state(1))
+    t0 = time.monotonic()
+    pub.stop()
+    assert time.monotonic() - t0 < 1.5
 
 
 def test_unreachable_broker_fails_fast_or_connects_later(
