@@ -1,0 +1,510 @@
+"""From per-window probabilities to the genre the device publishes.
+
+In the style of TensorFlow Lite Micro's ``RecognizeCommands``: one small class whose
+constructor names every knob, fed one probability vector per inference hop, easy to
+test with synthetic score sequences.
+
+The published state is a genre label, ``"silence"`` or ``"unknown"``:
+
+* **averaging** -- the mean of the last ``average_windows`` probability vectors;
+* **enter / leave (hysteresis)** -- a new genre takes over when its averaged probability
+  reaches ``enter_threshold`` *and* the shown genre's averaged probability has fallen
+  below ``leave_threshold`` (or is beaten by at least ``switch_margin``); the shown
+  genre is kept while it stays at or above ``leave_threshold`` and is not so beaten;
+* **dwell** -- no change from one genre to another genre before the shown genre has
+  been up for ``min_dwell_s`` seconds (silence and unknown are not held back by it);
+* **silence gate** -- decided from the level alone: below ``silence_dbfs`` for
+  ``silence_hold_s`` seconds gives ``silence`` (and clears the averaging history, so
+  stale music does not carry over); the gate re-opens when the level is back above
+  ``silence_dbfs + silence_hysteresis_db``. While the level is below the gate the
+  probabilities are ignored (quiet audio classifies badly);
+* **unknown** -- ``unknown`` when, for ``unknown_after_s`` seconds, no genre's averaged
+  probability reaches ``unknown_threshold`` or the shown genre has lost its support
+  (below ``leave_threshold``) without a successor reaching ``enter_threshold``.
+  The smoother starts in ``unknown`` and leaves it once ``average_windows`` windows
+  have arrived and a genre reaches ``enter_threshold``. After silence, the state stays
+  ``silence`` until a genre enters (or ``unknown_after_s`` passes), so that music
+  resuming publishes ``silence -> genre`` rather than ``silence -> unknown -> genre``.
+
+Latency of a genuine change (hop 1 s, model window 3 s, defaults): the first window made
+only of the new genre ends 3 s after the switch; with 4-window averaging the new genre's
+mean passes 0.4, and it wins 3 of the last 4 windows, 1--2 windows later: the change is
+published 4--6 s after the switch. A 2-window confusion can lift another genre's mean
+above ``enter_threshold`` but wins only 2 of 4 windows (``min_top_windows`` = 3), and
+the true genre keeps about half of its own mean, above ``leave_threshold``. The
+defaults were chosen on synthetic Dirichlet-noisy score streams (tests/test_smoothing.py);
+tune them on a real model's validation clips and store them in the bundle.
+
+Real-clip tests: :func:`run_smoother` plays a whole sequence of probability vectors and
+levels through a fresh :class:`Smoother` and :func:`changes` lists the published
+changes, e.g. with ``firmware_py.classify`` output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import GenreEdgeError
+
+SILENCE = "silence"
+UNKNOWN = "unknown"
+#: Levels are floored here (an all-zero block is -120 dBFS rather than -inf).
+LEVEL_FLOOR_DBFS = -120.0
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    """RMS level of a block of samples in dBFS.
+
+    Full scale is a square wave at +-1.0: its RMS is 1.0 = 0 dBFS, so a full-scale
+    sine is -3.01 dBFS (the AES17 convention would call it 0 dBFS; this module does
+    not). Non-finite samples count as 0.
+
+    Parameters
+    ----------
+    samples : np.ndarray
+        Float samples in [-1, 1], any shape (all values are pooled).
+
+    Returns
+    -------
+    float
+        ``20 * log10(rms)`` in dBFS, at least :data:`LEVEL_FLOOR_DBFS` (-120); empty
+        input gives the floor.
+    """
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        return LEVEL_FLOOR_DBFS
+    if not np.all(np.isfinite(x)):
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    mean_square = float(np.mean(np.square(x)))
+    if mean_square <= 0.0:
+        return LEVEL_FLOOR_DBFS
+    return max(LEVEL_FLOOR_DBFS, 10.0 * math.log10(mean_square))
+
+
+@dataclass(frozen=True)
+class SmoothingParams:
+    """Every knob of the smoother, with defaults for hop 1 s and a 3 s model window.
+
+    Attributes
+    ----------
+    average_windows : int
+        Number of most recent probability vectors averaged (4 = the last 4 s at hop 1 s).
+    enter_threshold : float
+        Averaged probability (0--1) a new genre needs to take over.
+    leave_threshold : float
+        The shown genre is kept while its averaged probability is at least this
+        (0--1, at most ``enter_threshold``): the hysteresis.
+    min_dwell_s : float
+        Seconds the shown genre stays up at least before another genre may replace it.
+    silence_dbfs : float
+        RMS level in dBFS (see :func:`level_dbfs`) below which audio counts as silence.
+    silence_hysteresis_db : float
+        Once silent, the level must rise this many dB above ``silence_dbfs`` to count
+        as sound again.
+    silence_hold_s : float
+        Seconds the level must stay below ``silence_dbfs`` before ``silence`` is
+        published (a quiet passage or a pause between songs does not flap).
+    unknown_threshold : float
+        Averaged probability (0--1, at most ``enter_threshold``) that some genre must
+        reach for the state not to drift to ``unknown``.
+    unknown_after_s : float
+        Seconds of low confidence (see the module docstring) before ``unknown``.
+    switch_margin : float
+        A genre that reaches ``enter_threshold`` also takes over (dwell permitting)
+        when its averaged probability beats the shown genre's by this much, even if the
+        shown genre is still above ``leave_threshold``: without it a genre the model
+        keeps at second place could hold on for ever.
+    max_gap_hops : float
+        A gap in ``t_s`` longer than this many hops (the stream stopped, e.g. a
+        microphone was unplugged) clears the averaging history.
+    """
+
+    average_windows: int = 4
+    enter_threshold: float = 0.4
+    leave_threshold: float = 0.25
+    min_dwell_s: float = 5.0
+    silence_dbfs: float = -60.0
+    silence_hysteresis_db: float = 6.0
+    silence_hold_s: float = 2.0
+    unknown_threshold: float = 0.35
+    unknown_after_s: float = 10.0
+    switch_margin: float = 0.2
+    min_top_windows: int = 3
+    max_gap_hops: float = 3.0
+
+    def __post_init__(self) -> None:
+        problems = self.field_problems(dataclasses.asdict(self))
+        if not problems:
+            if self.leave_threshold > self.enter_threshold:
+                problems.append(
+                    f"leave_threshold ({self.leave_threshold}) must be <= "
+                    f"enter_threshold ({self.enter_threshold})"
+                )
+            if self.min_top_windows > self.average_windows:
+                problems.append(
+                    f"min_top_windows ({self.min_top_windows}) must be <= "
+                    f"average_windows ({self.average_windows})"
+                )
+            if self.unknown_threshold > self.enter_threshold:
+                problems.append(
+                    f"unknown_threshold ({self.unknown_threshold}) must be <= "
+                    f"enter_threshold ({self.enter_threshold})"
+                )
+        if problems:
+            raise GenreEdgeError(
+                f"invalid smoothing parameters: {'; '.join(problems)}: "
+                "fix the [smoothing] settings"
+            )
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def field_problems(cls, values: dict[str, Any]) -> list[str]:
+        """Per-field problems (type and range) of some or all fields, without cross-checks.
+
+        Used by :mod:`firmware_py.config` to check partial overrides before the
+        bundle's defaults are known.
+        """
+        problems = []
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for name, value in values.items():
+            if name not in types:
+                problems.append(f"unknown parameter {name!r}")
+                continue
+            want_int = types[name] in ("int", int)  # annotations are strings here
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                kind = "an integer" if want_int else "a number"
+                problems.append(f"{name} must be {kind}, got {type(value).__name__}")
+                continue
+            if want_int and not float(value).is_integer():
+                problems.append(f"{name} must be an integer, got {value!r}")
+                continue
+            if not math.isfinite(value):
+                problems.append(f"{name} must be finite, got {value!r}")
+                continue
+            if name in ("average_windows", "min_top_windows") and value < 1:
+                problems.append(f"{name} must be >= 1, got {value}")
+            elif (name.endswith("_threshold") or name == "switch_margin") and not (
+                0.0 <= value <= 1.0
+            ):
+                problems.append(f"{name} must be in [0, 1], got {value}")
+            elif name.endswith("_s") and value < 0:
+                problems.append(f"{name} must be >= 0 seconds, got {value}")
+            elif name in ("silence_hysteresis_db",) and value < 0:
+                problems.append(f"{name} must be >= 0 dB, got {value}")
+            elif name == "max_gap_hops" and value < 1:
+                problems.append(f"max_gap_hops must be >= 1, got {value}")
+            elif name == "silence_dbfs" and value > 0:
+                problems.append(f"silence_dbfs must be <= 0 dBFS, got {value}")
+        return problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> SmoothingParams:
+        """Parameters from a dict (bundle manifest, config); missing keys take defaults.
+
+        Raises
+        ------
+        GenreEdgeError
+            One line naming an unknown key (and the valid ones) or a bad value.
+        """
+        data = dict(data or {})
+        known = cls.field_names()
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise GenreEdgeError(
+                f"unknown smoothing parameter(s) {', '.join(unknown)}: "
+                f"valid ones are {', '.join(known)}"
+            )
+        problems = cls.field_problems(data)
+        if problems:
+            raise GenreEdgeError(
+                f"invalid smoothing parameters: {'; '.join(problems)}: "
+                "fix the [smoothing] settings"
+            )
+        for name in ("average_windows", "min_top_windows"):
+            if name in data:
+                data[name] = int(data[name])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> SmoothingParams:
+        return SmoothingParams.from_dict({**self.to_dict(), **changes})
+
+
+@dataclass
+class SmoothedState:
+    """What the device publishes after one inference hop.
+
+    Attributes
+    ----------
+    genre : str
+        A label, ``"silence"`` or ``"unknown"``.
+    confidence : float
+        Averaged probability (0--1) of ``genre``; 0.0 for ``silence`` and ``unknown``.
+    probabilities : dict[str, float]
+        Averaged probability per label (all 0.0 while the history is empty).
+    level_dbfs : float
+        RMS level of the newest hop of audio, dBFS.
+    changed : bool
+        The published genre changed at this update.
+    t_s : float
+        Audio time of the update in seconds (end of the model window).
+    """
+
+    genre: str
+    confidence: float
+    probabilities: dict[str, float] = field(default_factory=dict)
+    level_dbfs: float = LEVEL_FLOOR_DBFS
+    changed: bool = False
+    t_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Smoother:
+    """Averaging, hysteresis, dwell, silence gate and unknown state over a stream.
+
+    Parameters
+    ----------
+    labels : Sequence[str]
+        Class labels in model output order. ``"silence"`` and ``"unknown"`` are reserved.
+    params : SmoothingParams
+        The knobs (defaults when omitted).
+    hop_s : float
+        Inference hop in seconds: the expected spacing of ``t_s`` between updates.
+
+    Notes
+    -----
+    The smoother is deterministic: it depends only on the sequence of
+    ``(probabilities, level_dbfs, t_s)`` given to :meth:`update`, never on the wall
+    clock, so a file played fast gives the same states as played in real time.
+    """
+
+    def __init__(
+        self, labels: Sequence[str], params: SmoothingParams | None = None, hop_s: float = 1.0
+    ) -> None:
+        self.labels = [str(label) for label in labels]
+        if not self.labels:
+            raise GenreEdgeError("the smoother needs at least one label: check the bundle")
+        reserved = {SILENCE, UNKNOWN} & set(self.labels)
+        if reserved:
+            raise GenreEdgeError(
+                f"label(s) {', '.join(sorted(reserved))} are reserved for the smoother's "
+                "own states: rename the class in training"
+            )
+        if not (isinstance(hop_s, (int, float)) and math.isfinite(hop_s) and hop_s > 0):
+            raise GenreEdgeError(f"hop_s must be a positive number of seconds, got {hop_s!r}")
+        self.params = params or SmoothingParams()
+        self.hop_s = float(hop_s)
+        self.ignored_vectors = 0  # malformed or non-finite probability vectors skipped
+        self.reset()
+
+    # -- state ------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget everything: back to the initial ``unknown`` state."""
+        self._history: deque[np.ndarray] = deque(maxlen=self.params.average_windows)
+        self.genre = UNKNOWN
+        self._since_s: float | None = None  # when the shown state began (None: at start)
+        self._silent = False
+        self._below_since_s: float | None = None  # level below the gate since
+        self._weak_since_s: float | None = None  # low confidence since
+        self._last_t_s: float | None = None
+
+    @property
+    def latency_bound_s(self) -> float:
+        """Upper bound on the delay of a clean genre change, given a 3-window blend.
+
+        Rough: the model window (taken as 3 hops) plus the averaging window.
+        """
+        return (3 + self.params.average_windows) * self.hop_s
+
+    def averaged(self) -> np.ndarray:
+        """The current averaged probability vector (zeros when the history is empty)."""
+        if not self._history:
+            return np.zeros(len(self.labels), dtype=np.float64)
+        return np.mean(np.stack(self._history), axis=0)
+
+    def _coerce(self, probabilities: np.ndarray | Sequence[float] | None) -> np.ndarray | None:
+        if probabilities is None:
+            return None
+        p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+        if p.shape[0] != len(self.labels):
+            raise GenreEdgeError(
+                f"the model gave {p.shape[0]} probabilities for {len(self.labels)} labels: "
+                "the bundle's labels do not match its model; re-create the bundle"
+            )
+        if not np.all(np.isfinite(p)):
+            self.ignored_vectors += 1
+            return None
+        return np.clip(p, 0.0, 1.0)
+
+    # -- the update -------------------------------------------------------------------
+    def update(
+        self,
+        probabilities: np.ndarray | Sequence[float] | None,
+        level_dbfs: float,
+        t_s: float,
+    ) -> SmoothedState:
+        """Feed one inference hop; return the state to publish.
+
+        Parameters
+        ----------
+        probabilities : np.ndarray or None
+            Model output for the newest window, shape ``(len(labels),)``, 0--1; ``None``
+            when no inference ran (e.g. the caller skipped it during silence).
+            Non-finite vectors are ignored (counted in ``ignored_vectors``).
+        level_dbfs : float
+            RMS level of the newest hop of audio in dBFS (:func:`level_dbfs`).
+        t_s : float
+            Audio time of this update in seconds; non-decreasing. A gap of more than
+            ``max_gap_hops`` hops, or time going backwards, clears the averaging history.
+        """
+        prm = self.params
+        t_s = float(t_s)
+        level = float(level_dbfs) if math.isfinite(float(level_dbfs)) else LEVEL_FLOOR_DBFS
+        p = self._coerce(probabilities)
+        if self._since_s is None:
+            self._since_s = t_s
+        if self._last_t_s is not None:
+            gap_s = t_s - self._last_t_s
+            if gap_s < 0 or gap_s > prm.max_gap_hops * self.hop_s:
+                self._history.clear()
+                self._weak_since_s = None
+                if gap_s < 0:  # a new stream: timers restart from here
+                    self._since_s = t_s
+                    self._below_since_s = None
+        self._last_t_s = t_s
+        previous = self.genre
+
+        # 1. The silence gate, from the level alone.
+        if self._silent:
+            if level >= prm.silence_dbfs + prm.silence_hysteresis_db:
+                self._silent = False
+                self._below_since_s = None
+        elif level < prm.silence_dbfs:
+            if self._below_since_s is None:
+                self._below_since_s = t_s
+            if t_s - self._below_since_s >= prm.silence_hold_s:
+                self._silent = True
+                self._history.clear()
+                self._weak_since_s = None
+                self._set(SILENCE, t_s)
+        else:
+            self._below_since_s = None
+        gated = self._silent or self._below_since_s is not None
+
+        # 2. Evidence: average, then decide (quiet audio is not evidence).
+        if not gated and p is not None:
+            self._history.append(p)
+        avg = self.averaged()
+        if not gated and self._history:
+            self._decide(avg, t_s)
+
+        genre = self.genre
+        confidence = float(avg[self.labels.index(genre)]) if genre in self.labels else 0.0
+        return SmoothedState(
+            genre=genre,
+            confidence=confidence,
+            probabilities={label: float(v) for label, v in zip(self.labels, avg, strict=True)},
+            level_dbfs=level,
+            changed=genre != previous,
+            t_s=t_s,
+        )
+
+    def _set(self, genre: str, t_s: float) -> None:
+        if genre != self.genre:
+            self.genre = genre
+            self._since_s = t_s
+            self._weak_since_s = None
+
+    def _decide(self, avg: np.ndarray, t_s: float) -> None:
+        prm = self.params
+        best = int(np.argmax(avg))
+        best_p = float(avg[best])
+        full = len(self._history) >= prm.average_windows
+        # A single loud window can lift the mean; the new genre must also win most windows.
+        tops = sum(1 for p in self._history if int(np.argmax(p)) == best)
+        convincing = full and best_p >= prm.enter_threshold and tops >= prm.min_top_windows
+        shown = self.labels.index(self.genre) if self.genre in self.labels else None
+        shown_p = float(avg[shown]) if shown is not None else 0.0
+
+        if shown is None:  # unknown or silence: a genre enters on full evidence alone
+            if convincing:
+                self._set(self.labels[best], t_s)
+                return
+        else:
+            since_s = t_s if self._since_s is None else self._since_s
+            held = t_s - since_s < prm.min_dwell_s
+            if (
+                best != shown
+                and convincing
+                and (shown_p < prm.leave_threshold or best_p - shown_p >= prm.switch_margin)
+                and not held
+            ):
+                self._set(self.labels[best], t_s)
+                return
+
+        # No change: is the shown state still supported? (Silence with sound back is not.)
+        if self.genre == UNKNOWN:
+            self._weak_since_s = None
+            return
+        successor_waiting = convincing and best != shown  # held back by the dwell only
+        weak = self.genre == SILENCE or (
+            not successor_waiting
+            and (best_p < prm.unknown_threshold or shown_p < prm.leave_threshold)
+        )
+        if not weak:
+            self._weak_since_s = None
+            return
+        if self._weak_since_s is None:
+            self._weak_since_s = t_s
+        if t_s - self._weak_since_s >= prm.unknown_after_s:
+            self._set(UNKNOWN, t_s)
+
+
+# -- helpers for tests and offline evaluation -------------------------------------------
+def run_smoother(
+    labels: Sequence[str],
+    probabilities: Iterable[np.ndarray | None],
+    levels_dbfs: Iterable[float] | None = None,
+    *,
+    params: SmoothingParams | None = None,
+    hop_s: float = 1.0,
+    t0_s: float = 0.0,
+) -> list[SmoothedState]:
+    """Play a sequence of per-hop probability vectors through a fresh :class:`Smoother`.
+
+    Parameters
+    ----------
+    probabilities : iterable of np.ndarray or None
+        One vector per hop (e.g. ``FileResult.window_probabilities`` rows).
+    levels_dbfs : iterable of float, optional
+        One level per hop; loud (-20 dBFS) when omitted.
+    t0_s : float
+        ``t_s`` of the first hop; hop ``i`` is at ``t0_s + i * hop_s``.
+    """
+    smoother = Smoother(labels, params, hop_s)
+    probs = list(probabilities)
+    levels = [-20.0] * len(probs) if levels_dbfs is None else list(levels_dbfs)
+    if len(levels) != len(probs):
+        raise ValueError(f"{len(probs)} probability vectors but {len(levels)} levels")
+    return [
+        smoother.update(p, lv, t0_s + i * hop_s) for i, (p, lv) in enumerate(zip(probs, levels, strict=True))
+    ]
+
+
+def changes(states: Iterable[SmoothedState]) -> list[tuple[float, str]]:
+    """``(t_s, genre)`` for every update at which the published genre changed."""
+    return [(s.t_s, s.genre) for s in states if s.changed]

@@ -1,0 +1,339 @@
+"""The smoother on synthetic score streams: stability, latency, hysteresis, silence, unknown.
+
+Score streams come from a seeded generator: each window's probability vector is drawn
+from a Dirichlet around the true genre (mean ``p_true``), and a few windows are
+confusions (the same distribution around another genre). A genre switch is blended over
+two windows, as a 3 s model window straddling the switch would see it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware_py.errors import GenreEdgeError
+from firmware_py.smoothing import (
+    LEVEL_FLOOR_DBFS,
+    SILENCE,
+    UNKNOWN,
+    SmoothedState,
+    Smoother,
+    SmoothingParams,
+    changes,
+    level_dbfs,
+    run_smoother,
+)
+
+LABELS = ["classical", "electronic", "pop", "rock"]
+HOP_S = 1.0
+LOUD_DBFS = -20.0
+
+
+def scores(
+    rng: np.random.Generator,
+    genre: int,
+    n: int,
+    p_true: float = 0.65,
+    concentration: float = 20.0,
+    confusion_rate: float = 0.03,
+) -> list[np.ndarray]:
+    """``n`` noisy probability vectors whose true class is ``genre``."""
+    out = []
+    k = len(LABELS)
+    for _ in range(n):
+        shown = genre
+        if rng.random() < confusion_rate:
+            shown = int(rng.choice([c for c in range(k) if c != genre]))
+        alpha = np.full(k, (1.0 - p_true) / (k - 1))
+        alpha[shown] = p_true
+        out.append(rng.dirichlet(alpha * concentration))
+    return out
+
+
+def switch(before: list[np.ndarray], after: list[np.ndarray]) -> list[np.ndarray]:
+    """``before`` then ``after``, the first two windows of ``after`` blended (1/3, 2/3)."""
+    blend = [
+        (1 / 3) * after[0] + (2 / 3) * before[-1],
+        (2 / 3) * after[1] + (1 / 3) * before[-2],
+    ]
+    return before + blend + after[2:]
+
+
+def one_hot(genre: int, p: float = 0.9) -> np.ndarray:
+    v = np.full(len(LABELS), (1.0 - p) / (len(LABELS) - 1))
+    v[genre] = p
+    return v
+
+
+# -- stability and latency (issue 5 targets) --------------------------------------------
+@pytest.mark.parametrize("p_true", [0.55, 0.65, 0.8])
+def test_steady_music_changes_at_most_once_per_ten_minutes(p_true: float) -> None:
+    minutes = 12
+    false_changes = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        genre = seed % len(LABELS)
+        states = run_smoother(LABELS, scores(rng, genre, minutes * 60, p_true), hop_s=HOP_S)
+        published = changes(states)
+        assert published, "never left the initial unknown state"
+        assert published[0][1] == LABELS[genre]
+        assert published[0][0] <= 8.0, f"first genre only at {published[0][0]} s"
+        false_changes.append(len(published) - 1)
+        assert len(published) - 1 <= 1, f"seed {seed}: {published}"
+        assert states[-1].genre == LABELS[genre]
+    # 2 h of steady music in all: well under one change per 10 min on average.
+    assert sum(false_changes) / (10 * minutes / 10) <= 0.1
+
+
+def test_without_smoothing_the_same_stream_flaps() -> None:
+    """The steady-music test can fail: raw argmax on the same stream changes constantly."""
+    rng = np.random.default_rng(0)
+    raw = SmoothingParams(
+        average_windows=1, enter_threshold=0.0, leave_threshold=0.0, switch_margin=0.0,
+        min_dwell_s=0.0, unknown_threshold=0.0, min_top_windows=1,
+    )
+    states = run_smoother(LABELS, scores(rng, 0, 600, 0.55), params=raw)
+    assert len(changes(states)) > 10
+
+
+@pytest.mark.parametrize("p_true", [0.55, 0.65, 0.8])
+def test_real_change_is_published_within_6_s(p_true: float) -> None:
+    late = []
+    for seed in range(20):
+        rng = np.random.default_rng(1000 + seed)
+        a, b = seed % len(LABELS), (seed + 1 + seed // 4) % len(LABELS)
+        if a == b:
+            b = (a + 1) % len(LABELS)
+        seq = switch(scores(rng, a, 60, p_true), scores(rng, b, 60, p_true))
+        switch_t_s = 59.0  # the window ending at t = 59 s is the last one without B
+        states = run_smoother(LABELS, seq, hop_s=HOP_S)
+        after = [(t, g) for t, g in changes(states) if t > switch_t_s]
+        assert after, f"seed {seed}: never switched to {LABELS[b]}"
+        assert after[0][1] == LABELS[b]
+        delay_s = after[0][0] - switch_t_s
+        assert delay_s >= 2.0, "switched before B had a window of its own: too jumpy"
+        late.append(delay_s > 6.0)
+        assert states[-1].genre == LABELS[b]
+    # Occasional confusions right at the switch may delay it; never more than 1 in 10.
+    assert sum(late) <= 2, f"{sum(late)} of 20 switches took more than 6 s"
+
+
+def test_clean_switch_latency_is_4_to_6_windows() -> None:
+    seq = switch([one_hot(0, 0.8)] * 30, [one_hot(3, 0.8)] * 30)
+    states = run_smoother(LABELS, seq)
+    assert changes(states) == [(3.0, "classical"), (33.0, "rock")]
+
+
+def test_two_window_blip_does_not_switch() -> None:
+    for seed in range(20):
+        rng = np.random.default_rng(2000 + seed)
+        seq = scores(rng, 0, 60, 0.65, confusion_rate=0.0)
+        seq[30] = seq[31] = one_hot(2, 0.95)
+        states = run_smoother(LABELS, seq)
+        assert changes(states) == [(3.0, "classical")], f"seed {seed}"
+
+
+def test_a_sustained_other_genre_does_switch() -> None:
+    """Counterpart to the blip test: the same stream with 6 windows of pop switches."""
+    rng = np.random.default_rng(2000)
+    seq = scores(rng, 0, 60, 0.7, confusion_rate=0.0)
+    seq[30:36] = [one_hot(2, 0.95)] * 6
+    states = run_smoother(LABELS, seq)
+    assert [g for _, g in changes(states)] == ["classical", "pop", "classical"]
+
+
+def test_min_dwell_holds_back_a_second_change() -> None:
+    params = SmoothingParams(min_dwell_s=20.0)
+    seq = [one_hot(0)] * 4 + [one_hot(1)] * 30
+    states = run_smoother(LABELS, seq, params=params)
+    # classical from t=3; electronic would qualify at ~t=6 but waits for the dwell.
+    assert changes(states) == [(3.0, "classical"), (23.0, "electronic")]
+    no_dwell = run_smoother(LABELS, seq, params=params.replace(min_dwell_s=0.0))
+    assert changes(no_dwell)[1][0] < 8.0
+
+
+def test_hysteresis_keeps_the_genre_between_leave_and_enter() -> None:
+    # classical sinks to 0.35 (above leave 0.25), rock rises to 0.5 (above enter) but
+    # does not beat classical by the switch margin: no change.
+    ambiguous = np.array([0.35, 0.1, 0.05, 0.5])
+    states = run_smoother(LABELS, [one_hot(0)] * 10 + [ambiguous] * 40)
+    assert changes(states) == [(3.0, "classical")]
+    # Once rock beats it by the margin, it takes over.
+    clear = np.array([0.3, 0.1, 0.04, 0.56])
+    states = run_smoother(LABELS, [one_hot(0)] * 10 + [clear] * 40)
+    assert [g for _, g in changes(states)] == ["classical", "rock"]
+
+
+# -- initial state, unknown, silence ------------------------------------------------------
+def test_starts_unknown_until_the_averaging_window_is_full() -> None:
+    smoother = Smoother(LABELS, SmoothingParams(average_windows=4), HOP_S)
+    genres = [smoother.update(one_hot(1, 0.99), LOUD_DBFS, t).genre for t in range(3, 8)]
+    assert genres == [UNKNOWN, UNKNOWN, UNKNOWN, "electronic", "electronic"]
+
+
+def test_low_confidence_becomes_unknown_after_unknown_after_s() -> None:
+    params = SmoothingParams(unknown_after_s=10.0, unknown_threshold=0.4)
+    flat = np.array([0.3, 0.25, 0.25, 0.2])
+    states = run_smoother(LABELS, [one_hot(2)] * 20 + [flat] * 30, params=params)
+    published = changes(states)
+    assert [g for _, g in published] == ["pop", UNKNOWN]
+    # Support is lost once pop's mean drops below leave (t=22 with 4-window averaging),
+    # and unknown follows 10 s later.
+    assert 30.0 <= published[1][0] <= 34.0
+    assert states[-1].confidence == 0.0
+    assert 0.29 < states[-1].probabilities["classical"] < 0.31
+
+
+def test_silence_gate_and_return_to_music() -> None:
+    params = SmoothingParams(silence_dbfs=-60.0, silence_hold_s=2.0, silence_hysteresis_db=6.0)
+    smoother = Smoother(LABELS, params, HOP_S)
+    t = 0.0
+    states: list[SmoothedState] = []
+
+    def feed(probs: np.ndarray | None, level: float, n: int) -> None:
+        nonlocal t
+        for _ in range(n):
+            states.append(smoother.update(probs, level, t))
+            t += HOP_S
+
+    feed(one_hot(3), LOUD_DBFS, 20)
+    assert states[-1].genre == "rock"
+    feed(None, -80.0, 10)  # the caller may skip inference on silence
+    silent = [s for s in states if s.genre == SILENCE]
+    assert silent and silent[0].changed and silent[0].t_s == 22.0  # after the 2 s hold
+    assert states[-1].probabilities == {label: 0.0 for label in LABELS}  # history cleared
+    assert states[-1].confidence == 0.0
+    # Between the gate and gate + hysteresis: still silence, even with music-like scores.
+    feed(one_hot(0), -57.0, 5)
+    assert states[-1].genre == SILENCE
+    feed(one_hot(0), LOUD_DBFS, 10)
+    back = [s for s in states if s.changed and s.t_s > 35.0]
+    assert [s.genre for s in back] == ["classical"]  # silence -> genre, no unknown between
+    assert back[0].t_s - 35.0 <= 4.0
+    assert [s.genre for s in states if s.changed] == ["rock", SILENCE, "classical"]
+
+
+def test_a_short_quiet_passage_is_not_silence() -> None:
+    levels = [LOUD_DBFS] * 20 + [-70.0] + [LOUD_DBFS] * 10 + [-70.0, -70.0] + [LOUD_DBFS] * 5
+    states = run_smoother(LABELS, [one_hot(1)] * len(levels), levels)
+    assert [g for _, g in changes(states)] == ["electronic"]
+
+
+def test_silence_from_the_start_then_music() -> None:
+    levels = [-90.0] * 10 + [LOUD_DBFS] * 10
+    states = run_smoother(LABELS, [one_hot(2)] * 20, levels)
+    assert [g for _, g in changes(states)] == [SILENCE, "pop"]
+
+
+def test_silence_then_unrecognised_sound_becomes_unknown() -> None:
+    params = SmoothingParams(unknown_after_s=5.0)
+    flat = np.full(len(LABELS), 1.0 / len(LABELS))
+    levels = [-90.0] * 5 + [LOUD_DBFS] * 20
+    states = run_smoother(LABELS, [flat] * 25, levels, params=params)
+    assert [g for _, g in changes(states)] == [SILENCE, UNKNOWN]
+
+
+def test_a_gap_in_time_clears_the_history() -> None:
+    smoother = Smoother(LABELS, SmoothingParams(), HOP_S)
+    for t in range(10):
+        smoother.update(one_hot(0), LOUD_DBFS, float(t))
+    state = smoother.update(one_hot(1), LOUD_DBFS, 60.0)  # the stream stalled for 50 s
+    assert state.probabilities["classical"] == pytest.approx(one_hot(1)[0])
+
+
+def test_non_finite_scores_are_skipped_and_counted() -> None:
+    smoother = Smoother(LABELS, SmoothingParams(), HOP_S)
+    for t in range(6):
+        smoother.update(one_hot(0), LOUD_DBFS, float(t))
+    state = smoother.update(np.array([np.nan, 0.1, 0.1, 0.1]), LOUD_DBFS, 6.0)
+    assert state.genre == "classical" and smoother.ignored_vectors == 1
+    assert all(math.isfinite(v) for v in state.probabilities.values())
+
+
+def test_wrong_number_of_scores_is_a_one_line_error() -> None:
+    smoother = Smoother(LABELS)
+    with pytest.raises(GenreEdgeError, match="3 probabilities for 4 labels") as err:
+        smoother.update(np.ones(3) / 3, LOUD_DBFS, 0.0)
+    assert "\n" not in str(err.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.floats(0, 1), min_size=4, max_size=4),
+            st.floats(-130, 0),
+            st.floats(0.5, 2.5),
+        ),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_states_are_always_well_formed(steps: list[tuple[list[float], float, float]]) -> None:
+    smoother = Smoother(LABELS, SmoothingParams(), HOP_S)
+    previous = UNKNOWN
+    t = 0.0
+    for raw, level, dt in steps:
+        t += dt
+        p = np.array(raw) / max(sum(raw), 1e-9)
+        state = smoother.update(p, level, t)
+        assert state.genre in [*LABELS, SILENCE, UNKNOWN]
+        assert 0.0 <= state.confidence <= 1.0
+        assert state.changed == (state.genre != previous)
+        if state.genre in LABELS:
+            assert state.confidence == state.probabilities[state.genre]
+        previous = state.genre
+
+
+# -- parameters ---------------------------------------------------------------------------
+def test_params_round_trip_through_dict() -> None:
+    params = SmoothingParams(average_windows=3, enter_threshold=0.6, min_dwell_s=7.5)
+    assert SmoothingParams.from_dict(params.to_dict()) == params
+    assert SmoothingParams.from_dict({}) == SmoothingParams()
+    assert SmoothingParams.from_dict(None) == SmoothingParams()
+    assert params.replace(min_dwell_s=1.0).min_dwell_s == 1.0
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"enter_threshold": 0.2, "leave_threshold": 0.3}, "leave_threshold (0.3) must be <="),
+        ({"min_dwell_s": -1.0}, "min_dwell_s must be >= 0 seconds"),
+        ({"unknown_after_s": -0.5}, "unknown_after_s must be >= 0"),
+        ({"silence_hold_s": -2}, "silence_hold_s must be >= 0"),
+        ({"average_windows": 0}, "average_windows must be >= 1"),
+        ({"average_windows": 2.5}, "average_windows must be an integer"),
+        ({"enter_threshold": 1.5}, "enter_threshold must be in [0, 1]"),
+        ({"enter_threshold": "high"}, "enter_threshold must be a number, got str"),
+        ({"min_dwell_s": True}, "min_dwell_s must be a number, got bool"),
+        ({"unknown_threshold": 0.9}, "unknown_threshold (0.9) must be <="),
+        ({"min_dwel_s": 3}, "unknown smoothing parameter(s) min_dwel_s"),
+    ],
+)
+def test_bad_params_are_one_line_errors(data: dict, needle: str) -> None:
+    with pytest.raises(GenreEdgeError) as err:
+        SmoothingParams.from_dict(data)
+    message = str(err.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_reserved_labels_are_rejected() -> None:
+    with pytest.raises(GenreEdgeError, match="reserved"):
+        Smoother(["rock", "silence"])
+
+
+# -- level ----------------------------------------------------------------------------------
+def test_level_dbfs_reference_points() -> None:
+    t = np.arange(16000) / 16000
+    assert level_dbfs(np.sign(np.sin(2 * np.pi * 50 * t + 0.1))) == pytest.approx(0.0, abs=1e-6)
+    assert level_dbfs(np.sin(2 * np.pi * 1000 * t)) == pytest.approx(-3.0103, abs=1e-3)
+    assert level_dbfs(0.01 * np.sin(2 * np.pi * 1000 * t)) == pytest.approx(-43.0103, abs=1e-3)
+    assert level_dbfs(np.zeros(100)) == LEVEL_FLOOR_DBFS
+    assert level_dbfs(np.zeros(0)) == LEVEL_FLOOR_DBFS
+    assert level_dbfs(np.full(10, 1e-9)) == LEVEL_FLOOR_DBFS
+    assert level_dbfs(np.array([np.nan, 1.0, -1.0, 1.0])) == pytest.approx(10 * math.log10(0.75))
