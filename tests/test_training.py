@@ -1,0 +1,296 @@
+"""Training: track-level splits, feature cache, presets, int8 size and synthetic train -> evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io.wavfile
+
+from firmware_py.audio import load_audio
+from firmware_py.errors import GenreEdgeError
+from firmware_py.features import DEFAULT_PARAMS, logmel
+from tests.paths import MUSIC, require_music
+from training import commands, dataset
+from training.augment import AugmentParams, augment_batch
+from training.dataset import (
+    SPLITS,
+    Track,
+    build_cache,
+    check_disjoint,
+    eval_windows,
+    load_run_splits,
+    prepare_dataset,
+    to_tracks,
+)
+from training.synthetic import make_dataset
+
+GENRES4 = ["classical", "electronic", "pop", "rock"]
+
+
+def run_command(cmd, *argv: str) -> int:
+    """Run a training subcommand exactly as the CLI does (parse, then ``run``)."""
+    parser = argparse.ArgumentParser(prog=f"genre-edge {cmd.name}")
+    cmd.configure(parser)
+    return cmd.run(parser.parse_args(list(argv)))
+
+
+def write_tone(path: Path, freq_hz: float, seconds: float = 1.0, rate: int = 16000) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    scipy.io.wavfile.write(path, rate, (0.3 * np.sin(2 * np.pi * freq_hz * t) * 32767).astype(np.int16))
+
+
+def ids(parts) -> dict[str, set[str]]:
+    return {k: {e.track_id for e in v} for k, v in parts.items()}
+
+
+def assert_disjoint(parts) -> None:
+    s = ids(parts)
+    for a in SPLITS:
+        for b in SPLITS:
+            if a < b:
+                assert not s[a] & s[b], f"{a} and {b} share {sorted(s[a] & s[b])[:3]}"
+    check_disjoint(parts)
+
+
+# -- splits -----------------------------------------------------------------------------
+def test_random_split_is_by_track_stratified_and_seeded(tmp_path: Path) -> None:
+    for g, f in (("a", 300), ("b", 600), ("c", 900)):
+        for k in range(10 if g != "c" else 4):
+            write_tone(tmp_path / g / f"{g}.{k:05d}.wav", f + k, 0.1)
+    spec, parts = prepare_dataset(tmp_path, seed=1)
+    assert spec.split == "random" and spec.genres == ("a", "b", "c")
+    assert_disjoint(parts)
+    assert sum(len(v) for v in parts.values()) == 24
+    for part in SPLITS:  # stratified: every genre in every split
+        assert {e.genre for e in parts[part]} == {"a", "b", "c"}
+    assert [len([e for e in parts[p] if e.genre == "a"]) for p in SPLITS] == [7, 1, 2]
+    assert ids(prepare_dataset(tmp_path, seed=1)[1]) == ids(parts)
+    assert ids(prepare_dataset(tmp_path, seed=2)[1]) != ids(parts)
+    # choosing genres leaves the other genres' split unchanged
+    _, ab = prepare_dataset(tmp_path, seed=1, genres=["a", "b"])
+    assert ids(ab)["test"] == {t for t in ids(parts)["test"] if not t.startswith("c/")}
+    _, big = prepare_dataset(tmp_path, seed=1, min_clips=5)
+    assert {e.genre for e in big["train"]} == {"a", "b"}
+
+
+def test_gtzan_filtered_split_on_a_fake_gtzan_tree(tmp_path: Path) -> None:
+    lists = {p: (Path(dataset.__file__).parent / "splits" / f"gtzan-filtered.{p}.txt").read_text().split()
+             for p in SPLITS}
+    assert [len(lists[p]) for p in SPLITS] == [443, 197, 290]
+    root = tmp_path / "genres"
+    wanted: dict[str, set[str]] = {p: set() for p in SPLITS}
+    for part in SPLITS:
+        for name in [n for n in lists[part] if n.split("/")[0] in ("blues", "jazz")][:3]:
+            write_tone(root / name, 440.0, 0.05)
+            wanted[part].add(Path(name).with_suffix("").as_posix())
+    listed = {n for v in lists.values() for n in v}
+    faulty = next(f"jazz/jazz.{k:05d}.wav" for k in range(100) if f"jazz/jazz.{k:05d}.wav" not in listed)
+    write_tone(root / faulty, 440.0, 0.05)  # a file the filtered split leaves out
+    spec, parts = prepare_dataset(root, split="gtzan-filtered")
+    assert spec.split == "gtzan-filtered"
+    assert ids(parts) == wanted
+    assert_disjoint(parts)
+    assert "gtzan-filtered" in dataset.named_splits()
+    with pytest.raises(GenreEdgeError, match="unknown split 'nope'"):
+        prepare_dataset(root, split="nope")
+
+
+def test_manifest_split_of_the_real_music() -> None:
+    require_music()
+    spec, parts = prepare_dataset(MUSIC, genres=GENRES4)
+    assert spec.split == "manifest" and spec.manifest == str((MUSIC / "manifest.csv").resolve())
+    assert_disjoint(parts)
+    assert {e.genre for e in parts["test"]} == set(GENRES4)
+    assert len(parts["test"]) == 98 and len(parts["val"]) == 49
+
+
+def test_bad_input_gives_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(GenreEdgeError, match="data folder not found"):
+        prepare_dataset(tmp_path / "missing")
+    (tmp_path / "empty" / "rock").mkdir(parents=True)
+    with pytest.raises(GenreEdgeError, match="no audio files found"):
+        prepare_dataset(tmp_path / "empty")
+    for g, n in (("a", 5), ("b", 2)):
+        for k in range(n):
+            write_tone(tmp_path / "d" / g / f"{g}{k}.wav", 300, 0.05)
+    with pytest.raises(GenreEdgeError, match="unknown genre.*jazz"):
+        prepare_dataset(tmp_path / "d", genres=["a", "jazz"])
+    with pytest.raises(GenreEdgeError, match="genre 'b' has 2 track.*too few"):
+        prepare_dataset(tmp_path / "d")
+    with pytest.raises(GenreEdgeError, match="need at least 2 genres"):
+        prepare_dataset(tmp_path / "d", min_clips=5)
+    for msg in (str(e) for e in [GenreEdgeError("x")]):
+        assert "\n" not in msg
+
+
+# -- cache --------------------------------------------------------------------------------
+def test_feature_cache_decodes_once_and_notices_edits(tmp_path: Path) -> None:
+    for k in range(3):
+        write_tone(tmp_path / "data" / "g" / f"t{k}.wav", 200 + 100 * k, 1.0, rate=22050)
+    cache = tmp_path / "cache"
+    tracks = [Track(f"g/t{k}", 0, "g", tmp_path / "data" / "g" / f"t{k}.wav", DEFAULT_PARAMS, cache)
+              for k in range(3)]
+    first = build_cache(tracks, workers=2, progress=False)
+    assert (first.decoded, first.cached, first.failed) == (3, 0, {})
+    mtimes = {t.track_id: t.cache_path.stat().st_mtime_ns for t in tracks}
+    assert all(t.cache_path.parent.name == DEFAULT_PARAMS.digest() for t in tracks)
+    second = build_cache(tracks, progress=False)
+    assert (second.decoded, second.cached) == (0, 3)
+    assert {t.track_id: t.cache_path.stat().st_mtime_ns for t in tracks} == mtimes
+    # the cached array is exactly the device front-end's output
+    expected = logmel(load_audio(tracks[1].path, 16000))
+    assert np.array_equal(np.asarray(tracks[1].features()), expected)
+    # an edited file is decoded again; another front-end gets its own folder
+    write_tone(tracks[0].path, 1000.0, 2.0)
+    third = build_cache(tracks, progress=False)
+    assert (third.decoded, third.cached) == (1, 2)
+    other = dataclasses.replace(DEFAULT_PARAMS, n_mels=40)
+    assert Track("x", 0, "g", tracks[0].path, other, cache).cache_path.parent != tracks[0].cache_path.parent
+    # an unreadable file is reported, not fatal
+    bad = tmp_path / "data" / "g" / "bad.wav"
+    bad.write_bytes(b"not audio")
+    stats = build_cache([Track("g/bad", 0, "g", bad, DEFAULT_PARAMS, cache)], progress=False)
+    assert list(stats.failed) == [str(bad)]
+
+
+def test_eval_windows_cover_short_tracks(tmp_path: Path) -> None:
+    write_tone(tmp_path / "g" / "short.wav", 440.0, 0.5)
+    t = Track("g/short", 0, "g", tmp_path / "g" / "short.wav", DEFAULT_PARAMS, tmp_path / "c")
+    w = eval_windows(t, 300, 100)
+    assert w.shape == (1, 300, 64) and w.dtype == np.float32
+
+
+# -- augmentation -------------------------------------------------------------------------
+def test_augmentation_keeps_shapes_and_mixes_labels() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(-40, 15, (16, 300, 64)).astype(np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]
+    w = np.ones(16, dtype=np.float32)
+    p = dataclasses.replace(AugmentParams(), room_p=1.0, mixup_p=1.0)
+    xa, ya, wa = augment_batch(x.copy(), y.copy(), w.copy(), rng, p)
+    assert xa.shape == x.shape and xa.dtype == np.float32 and np.isfinite(xa).all()
+    assert not np.allclose(xa, x)
+    assert np.allclose(ya.sum(1), 1.0) and (ya.max(1) >= 0.5).all() and (ya.max(1) < 1).any()
+    xn, yn, _ = augment_batch(x.copy(), y.copy(), w.copy(), rng, AugmentParams.none())
+    assert np.array_equal(xn, x) and np.array_equal(yn, y)
+
+
+# -- models -------------------------------------------------------------------------------
+def test_every_preset_builds_with_its_input_shape() -> None:
+    from training.models import PRESETS, BandAffine, build_model
+
+    assert set(PRESETS) == set(commands.ARCHS)
+    for name, preset in PRESETS.items():
+        assert commands.ARCH_WINDOW_FRAMES[name] == preset.window_frames
+        model = build_model(name, preset.window_frames, 64, 4)
+        assert tuple(model.inputs[0].shape) == (None, preset.window_frames, 64, 1), name
+        assert tuple(model.outputs[0].shape) == (None, 4), name
+        assert isinstance(model.layers[1], BandAffine), name
+        assert not any(type(layer).__name__ == "Normalization" for layer in model.layers)
+    with pytest.raises(GenreEdgeError, match="unknown --arch"):
+        build_model("resnet", 300, 64, 4)
+
+
+def test_edge_model_is_small_int8_and_edge_tpu_mappable(tmp_path: Path) -> None:
+    from converter.edgetpu import check_model
+    from converter.quantize import to_int8
+    from training.models import band_norm_layer, build_model
+
+    model = build_model("edge", 300, 64, 11)
+    band_norm_layer(model).set_stats(np.linspace(-60, -20, 64), np.linspace(8, 15, 64))
+    rng = np.random.default_rng(0)
+    rep = [rng.normal(-40, 12, (300, 64, 1)).astype(np.float32) for _ in range(16)]
+    blob = to_int8(model, rep)
+    assert len(blob) <= 250_000, f"edge model is {len(blob)} bytes int8"
+    path = tmp_path / "edge.tflite"
+    path.write_bytes(blob)
+    report = check_model(path)
+    assert report.all_mappable, report.summary()
+
+
+# -- end to end ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    data = make_dataset(root / "data", clips_per_genre=8, duration_s=6.0, seed=0)
+    out = root / "run"
+    code = run_command(
+        commands.train, "--data", str(data), "--out", str(out), "--cache", str(root / "cache"),
+        "--epochs", "6", "--crops-per-track", "16", "--batch-size", "32", "--seed", "0",
+        "--workers", "2", "--no-evaluate", "-q",
+    )
+    assert code == 0
+    return out
+
+
+def test_synthetic_train_then_evaluate(synthetic_run: Path) -> None:
+    run = json.loads((synthetic_run / "run.json").read_text())
+    for key in ("labels", "frontend", "arch", "seed", "hop_s", "dataset", "cache_dir", "metrics"):
+        assert key in run
+    assert run["labels"] == ["ambient", "bossa", "rockish", "techno"] and run["hop_s"] == 1.0
+    assert run["dataset"]["split"] == "random" and run["dataset"]["seed"] == 0
+    assert (synthetic_run / "model.keras").is_file() and (synthetic_run / "history.json").is_file()
+
+    assert run_command(commands.evaluate, str(synthetic_run), "--split", "test", "-q") == 0
+    for name in ("report.json", "report.md", "confusion.png", "curves.png"):
+        assert (synthetic_run / name).stat().st_size > 0, name
+    report = json.loads((synthetic_run / "report.json").read_text())
+    for key in ("window_accuracy", "track_accuracy_mean_vote", "track_accuracy_majority_vote",
+                "macro_f1", "per_class", "confusion"):
+        assert key in report
+    assert report["tracks"] == 8 and set(report["per_class"]) == set(run["labels"])
+    assert {"precision", "recall"} <= set(report["per_class"]["techno"])
+    assert report["track_accuracy_mean_vote"] >= 0.75, report  # chance is 0.25
+    assert report["window_accuracy"] >= 0.6, report
+    run = json.loads((synthetic_run / "run.json").read_text())
+    assert run["metrics"]["test"]["track_accuracy_mean_vote"] == report["track_accuracy_mean_vote"]
+    assert "track accuracy, majority vote" in (synthetic_run / "report.md").read_text()
+
+
+def test_run_contract_for_the_converter(synthetic_run: Path) -> None:
+    import keras
+
+    import training.models  # noqa: F401
+
+    run = json.loads((synthetic_run / "run.json").read_text())
+    splits = load_run_splits(synthetic_run)
+    assert set(splits) == set(SPLITS)
+    assert_disjoint(splits)
+    assert [len(splits[p]) for p in SPLITS] == [20, 4, 8]
+    t = splits["train"][0]
+    feats = t.features()
+    assert feats.dtype == np.float32 and feats.shape[1] == 64
+    w = eval_windows(t, 300, 100)
+    assert w.ndim == 3 and w.shape[1:] == (300, 64)
+    # the same splits rebuilt from the dataset spec alone (no splits.json)
+    spec = dataset.DatasetSpec.from_dict(run["dataset"])
+    _, parts = prepare_dataset(spec.data_dir, genres=spec.genres, split=spec.split, seed=spec.seed)
+    rebuilt = to_tracks(parts, run["labels"], DEFAULT_PARAMS, Path(run["cache_dir"]))
+    assert {p: [x.track_id for x in v] for p, v in rebuilt.items()} == \
+        {p: [x.track_id for x in v] for p, v in splits.items()}
+    model = keras.models.load_model(synthetic_run / "model.keras", compile=False)
+    assert tuple(model.inputs[0].shape)[1:] == (300, 64, 1)
+    probs = np.asarray(model(w[..., None]))
+    assert probs.shape == (len(w), 4) and np.allclose(probs.sum(1), 1.0, atol=1e-4)
+    # the model normalises raw dB itself: scale and offset come from the training set
+    scale, offset = model.get_layer("band_norm").get_weights()
+    mean, std = np.asarray(run["band_mean_db"]), np.asarray(run["band_std_db"])
+    assert np.allclose(scale.ravel(), 1 / std, rtol=1e-4)
+    assert np.allclose(offset.ravel(), -mean / std, rtol=1e-4, atol=1e-4)
+
+
+def test_train_refuses_bad_input(tmp_path: Path, synthetic_run: Path) -> None:
+    with pytest.raises(GenreEdgeError, match="data folder not found"):
+        run_command(commands.train, "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"))
+    with pytest.raises(GenreEdgeError, match="already holds a training run"):
+        run_command(commands.train, "--data", str(tmp_path), "--out", str(synthetic_run))
+    with pytest.raises(GenreEdgeError, match="not a finished training run"):
+        run_command(commands.evaluate, str(tmp_path))
+    assert os.path.isdir(synthetic_run)

@@ -1,0 +1,153 @@
+"""``genre-edge train`` and ``genre-edge evaluate`` (light imports; TensorFlow only inside ``run``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from firmware_py.cli import Command
+from firmware_py.errors import GenreEdgeError
+
+ARCHS = ("edge", "dong2018", "hku", "despois", "pelchat2019")
+#: Default input length (front-end frames) per preset; kept here so --help needs no TensorFlow.
+ARCH_WINDOW_FRAMES = {"edge": 300, "dong2018": 300, "hku": 200, "despois": 128, "pelchat2019": 256}
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+# -- train ------------------------------------------------------------------------------
+def _train_configure(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("data")
+    d.add_argument("--data", required=True,
+                   help="folder of audio: one sub-folder per genre (GTZAN layout works), or the root "
+                        "that a manifest's paths are relative to")
+    d.add_argument("--manifest", help="CSV with path,genre[,split] (default: DATA/manifest.csv if present)")
+    d.add_argument("--genres", help="comma-separated genres to train on (default: all, see --min-clips)")
+    d.add_argument("--min-clips", type=_positive(int),
+                   help="use every genre with at least this many clips")
+    d.add_argument("--split", default=None,
+                   help="manifest (its split column; default when it has one), random (seeded, "
+                        "stratified by genre), or a shipped split: gtzan-filtered")
+    d.add_argument("--val-fraction", type=float, default=0.1, help="random split: val share (0.1)")
+    d.add_argument("--test-fraction", type=float, default=0.2, help="random split: test share (0.2)")
+    d.add_argument("--cache", help="feature cache folder (default $GENRE_EDGE_CACHE or ~/.cache/genre-edge)")
+    d.add_argument("--workers", type=_positive(int), help="decoding processes (default: all cores)")
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", default="edge", choices=ARCHS, help="architecture preset (default edge)")
+    m.add_argument("--window-frames", type=_positive(int),
+                   help="model input length in front-end frames, 100 per second (default: the "
+                        "preset's, 300 = 3 s for edge)")
+    m.add_argument("--n-mels", type=_positive(int), help="mel bands (default 64; a new cache)")
+    f = p.add_argument_group("fit")
+    f.add_argument("--out", required=True, help="run folder to write (model.keras, run.json, ...)")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    f.add_argument("--epochs", type=_positive(int), default=40, help="maximum epochs (default 40)")
+    f.add_argument("--batch-size", type=_positive(int), default=64, help="windows per step (64)")
+    f.add_argument("--crops-per-track", type=_positive(int), default=8,
+                   help="random training windows per track and epoch (default 8)")
+    f.add_argument("--lr", type=_positive(float), help="peak learning rate (default: the preset's)")
+    f.add_argument("--patience", type=_positive(int), default=12,
+                   help="early stopping: epochs without a better validation track accuracy (12)")
+    f.add_argument("--seed", type=int, default=0, help="seed of splits, crops, augmentation, weights")
+    f.add_argument("--no-augment", action="store_true", help="no augmentation and no mixup")
+    f.add_argument("--no-mixup", action="store_true", help="augmentation without mixup")
+    f.add_argument("--threads", type=int, default=0, help="TensorFlow threads (default: all cores)")
+    f.add_argument("--distribute", default="none", choices=["none", "mirrored"],
+                   help="mirrored: tf.distribute.MirroredStrategy over all GPUs")
+    f.add_argument("--mixed-precision", default="auto", choices=["auto", "on", "off"],
+                   help="float16 compute (auto: on when a GPU is present)")
+    f.add_argument("--no-evaluate", action="store_true",
+                   help="skip the val and test reports after training")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _train_run(args: argparse.Namespace) -> int:
+    from firmware_py.features import DEFAULT_PARAMS
+
+    from .augment import AugmentParams
+    from .dataset import build_cache, check_disjoint, default_cache_dir, prepare_dataset, to_tracks
+
+    out = Path(args.out)
+    if (out / "run.json").exists() and not args.overwrite:
+        raise GenreEdgeError(f"{out} already holds a training run: choose another --out or pass --overwrite")
+    t0 = time.time()
+    genres = [g.strip() for g in args.genres.split(",") if g.strip()] if args.genres else None
+    spec, parts = prepare_dataset(
+        args.data, manifest=args.manifest, genres=genres, min_clips=args.min_clips,
+        split=args.split, seed=args.seed, val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction)
+    frontend = dataclasses.replace(
+        DEFAULT_PARAMS,
+        window_frames=args.window_frames or ARCH_WINDOW_FRAMES[args.arch],
+        n_mels=args.n_mels or DEFAULT_PARAMS.n_mels)
+    cache_dir = Path(args.cache).expanduser().resolve() if args.cache else default_cache_dir()
+    labels = list(spec.genres)
+    splits = to_tracks(parts, labels, frontend, cache_dir)
+    check_disjoint(splits)
+    every = [t for part in splits.values() for t in part]
+    stats = build_cache(every, workers=args.workers, progress=not args.quiet)
+    if stats.failed:
+        bad = set(stats.failed)
+        splits = {k: [t for t in v if str(t.path) not in bad] for k, v in splits.items()}
+        for part, tracks in splits.items():
+            if not tracks:
+                raise GenreEdgeError(f"every {part} track failed to decode: check the audio files")
+    if not args.quiet:
+        print(f"features: {stats.decoded} decoded, {stats.cached} from cache, {len(stats.failed)} "
+              f"unreadable ({time.time() - t0:.0f} s) in {cache_dir}", flush=True)
+
+    from .fit import TrainConfig, train
+
+    aug = AugmentParams.none() if args.no_augment else AugmentParams()
+    if args.no_mixup:
+        aug = dataclasses.replace(aug, mixup_alpha=0.0, mixup_p=0.0)
+    cfg = TrainConfig(
+        arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+        crops_per_track=args.crops_per_track, learning_rate=args.lr, patience=args.patience,
+        seed=args.seed, threads=args.threads, distribute=args.distribute,
+        mixed_precision=args.mixed_precision, augment=aug)
+    run = train(spec, splits, labels, frontend, out, cfg, cache_dir=cache_dir,
+                verbose=0 if args.quiet else 1)
+    if not args.no_evaluate:
+        from .evaluate import evaluate_run
+
+        for split in ("val", "test"):
+            evaluate_run(out, split, verbose=0 if args.quiet else 1)
+    if not args.quiet:
+        print(f"run written to {out} (best epoch {run['best_epoch']}, {time.time() - t0:.0f} s in all)")
+    return 0
+
+
+train = Command("train", "train a genre classifier on labelled audio (writes a run folder)",
+                _train_configure, _train_run)
+
+
+# -- evaluate ---------------------------------------------------------------------------
+def _evaluate_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="training run folder (the --out of 'genre-edge train')")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="tracks to evaluate on (default test)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    evaluate_run(args.run, args.split, verbose=0 if args.quiet else 1)
+    return 0
+
+
+evaluate = Command("evaluate", "evaluate a training run: report.json, report.md, confusion and curves",
+                   _evaluate_configure, _evaluate_run)

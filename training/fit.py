@@ -1,0 +1,430 @@
+"""Fit a model on cached features: tf.data input, class weights, schedule, track-level early stopping.
+
+One training *epoch* draws ``crops_per_track`` random windows from every training track
+(so long and short tracks count the same, and an epoch stays short on a 2-core CPU);
+validation uses every window at a fixed hop and votes per track. The best epoch by
+validation track-level accuracy (ties: window accuracy, then lower loss) is saved as
+``RUN/model.keras``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware_py.errors import GenreEdgeError
+from firmware_py.features import FrontendParams
+
+from .augment import AugmentParams, augment_batch
+from .dataset import DatasetSpec, Track, eval_windows, random_crops, write_run_splits
+from .metrics import summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (stored in ``run.json`` as ``train``).
+
+    Attributes
+    ----------
+    arch : str
+        Preset name (``training.models.PRESETS``).
+    epochs : int
+        Largest number of epochs.
+    batch_size : int
+        Windows per step (per replica when distributed).
+    crops_per_track : int
+        Random training windows drawn from each training track per epoch.
+    learning_rate : float or None
+        Peak learning rate; ``None`` takes the preset's.
+    warmup_epochs : float
+        Linear warm-up length, then cosine decay to 1 % of the peak.
+    weight_decay : float
+        AdamW decoupled weight decay.
+    label_smoothing : float
+        Label smoothing of the cross-entropy.
+    patience : int
+        Stop after this many epochs without a better validation track accuracy.
+    min_epochs : int
+        Never stop early before this epoch.
+    seed : int
+        Seed of everything random (crops, augmentation, initialisation).
+    hop_s : float
+        Hop of the evaluation windows, seconds.
+    threads : int
+        TensorFlow intra-op threads (0: all cores).
+    distribute : str
+        ``none`` or ``mirrored`` (``tf.distribute.MirroredStrategy`` over all GPUs).
+    mixed_precision : str
+        ``auto`` (float16 compute on a GPU), ``on`` or ``off``.
+    augment : AugmentParams
+        Augmentation strengths.
+    """
+
+    arch: str = "edge"
+    epochs: int = 40
+    batch_size: int = 64
+    crops_per_track: int = 8
+    learning_rate: float | None = None
+    warmup_epochs: float = 2.0
+    weight_decay: float = 1e-3
+    label_smoothing: float = 0.05
+    patience: int = 12
+    min_epochs: int = 5
+    seed: int = 0
+    hop_s: float = 1.0
+    threads: int = 0
+    distribute: str = "none"
+    mixed_precision: str = "auto"
+    augment: AugmentParams = field(default_factory=AugmentParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def configure_tensorflow(threads: int) -> Any:
+    """Import TensorFlow with quiet logs and the given thread count; returns the module."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    n = threads or os.cpu_count() or 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        # Two inter-op threads: the input pipeline and the model overlap, more only thrash 2 cores.
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
+    except RuntimeError:  # already initialised in this process (tests); keep its settings
+        pass
+    return tf
+
+
+def band_stats(tracks: Sequence[Track]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-mel-band mean and standard deviation (dB) over every frame of ``tracks``."""
+    total = 0
+    s = s2 = None
+    for t in tracks:
+        f = np.asarray(t.features(), dtype=np.float64)
+        s = f.sum(0) if s is None else s + f.sum(0)
+        s2 = (f * f).sum(0) if s2 is None else s2 + (f * f).sum(0)
+        total += f.shape[0]
+    mean = s / total
+    std = np.sqrt(np.maximum(s2 / total - mean * mean, 1e-6))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def class_weights(labels: Sequence[int], n_labels: int) -> np.ndarray:
+    """``total / (n_labels * count)`` per class: balanced classes weigh 1."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=n_labels).astype(np.float64)
+    if np.any(counts == 0):
+        missing = int(np.flatnonzero(counts == 0)[0])
+        raise GenreEdgeError(f"label {missing} has no training tracks: every genre needs some")
+    return (counts.sum() / (n_labels * counts)).astype(np.float32)
+
+
+class WindowSampler:
+    """Endless batches of augmented random crops: ``(x[..., None], y_onehot, weight)``."""
+
+    def __init__(self, features: Sequence[np.ndarray], labels: Sequence[int], n_labels: int,
+                 window_frames: int, cfg: TrainConfig, frontend: FrontendParams,
+                 weights: np.ndarray) -> None:
+        self.features = features
+        self.labels = np.asarray(labels, dtype=int)
+        self.n_labels = n_labels
+        self.window_frames = window_frames
+        self.cfg = cfg
+        self.frontend = frontend
+        self.weights = weights
+        self.rng = np.random.default_rng(cfg.seed + 1)
+        self.per_epoch = len(features) * cfg.crops_per_track
+        self.steps_per_epoch = max(1, math.ceil(self.per_epoch / cfg.batch_size))
+
+    def epoch_samples(self) -> np.ndarray:
+        idx = np.repeat(np.arange(len(self.features)), self.cfg.crops_per_track)
+        return self.rng.permutation(idx)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        bs = self.cfg.batch_size
+        eye = np.eye(self.n_labels, dtype=np.float32)
+        while True:
+            order = self.epoch_samples()
+            # Pad the epoch to whole batches so every step has a full, static-shape batch.
+            need = self.steps_per_epoch * bs - len(order)
+            if need > 0:
+                order = np.concatenate([order, self.rng.choice(order, need)])
+            for b in range(self.steps_per_epoch):
+                ids = order[b * bs : (b + 1) * bs]
+                x = np.stack([random_crops(self.features[i], self.window_frames, 1, self.rng)[0]
+                              for i in ids]).astype(np.float32)
+                y = eye[self.labels[ids]]
+                w = self.weights[self.labels[ids]]
+                x, y, w = augment_batch(x, y, w, self.rng, self.cfg.augment,
+                                        hop_s=self.frontend.hop_s,
+                                        floor_db=self.frontend.log_floor_db)
+                yield x[..., None], y, w
+
+
+def predict_tracks(model: Any, tracks: Sequence[Track], window_frames: int, hop_frames: int,
+                   batch_size: int = 256) -> list[np.ndarray]:
+    """Softmax probabilities of every fixed-hop window, one ``(windows, n_labels)`` per track."""
+    from keras import ops
+
+    out: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    sizes: list[int] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        x = np.concatenate(pending)[..., None]
+        probs = np.concatenate([ops.convert_to_numpy(model(x[i : i + batch_size], training=False))
+                                for i in range(0, len(x), batch_size)])
+        start = 0
+        for n in sizes:
+            out.append(probs[start : start + n].astype(np.float32))
+            start += n
+        pending.clear()
+        sizes.clear()
+
+    for t in tracks:
+        w = eval_windows(t, window_frames, hop_frames)
+        pending.append(w)
+        sizes.append(len(w))
+        if sum(sizes) >= 2048:
+            flush()
+    flush()
+    return out
+
+
+def _strategy(tf: Any, distribute: str) -> Any:
+    if distribute == "none":
+        return tf.distribute.get_strategy()
+    if distribute == "mirrored":
+        gpus = tf.config.list_physical_devices("GPU")
+        if len(gpus) < 2:
+            log.warning("--distribute mirrored with %d GPU(s): it still works, but does not help",
+                        len(gpus))
+        return tf.distribute.MirroredStrategy()
+    raise GenreEdgeError(f"unknown --distribute '{distribute}': use none or mirrored")
+
+
+def _use_mixed_precision(tf: Any, mode: str) -> bool:
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    if mode != "auto":
+        raise GenreEdgeError(f"unknown --mixed-precision '{mode}': use auto, on or off")
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _optimizer(keras: Any, name: str, schedule: Any, weight_decay: float) -> Any:
+    if name == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    if name == "adam":
+        return keras.optimizers.Adam(schedule)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(schedule)
+    raise ValueError(f"unknown optimizer {name}")
+
+
+def export_float32(model: Any, arch: str, window_frames: int, n_mels: int, n_labels: int,
+                   path: Path) -> None:
+    """Save ``model``'s weights in a float32, strategy-free copy (what the converter loads)."""
+    import keras
+
+    from .models import build_model
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clean = build_model(arch, window_frames, n_mels, n_labels)
+        clean.set_weights([np.asarray(w) for w in model.get_weights()])
+        clean.save(path)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def train(
+    spec: DatasetSpec,
+    splits: dict[str, list[Track]],
+    labels: Sequence[str],
+    frontend: FrontendParams,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    cache_dir: Path,
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """Train, keep the best epoch, write ``model.keras``, ``run.json``, ``history.json``.
+
+    Parameters
+    ----------
+    spec : DatasetSpec
+        How the splits were made (stored in ``run.json``).
+    splits : dict
+        ``train`` / ``val`` / ``test`` tracks (cached features).
+    labels : sequence of str
+        Label names; index = model output index.
+    frontend : FrontendParams
+        Front-end of the cached features; ``frontend.window_frames`` is the model input.
+    out_dir : str or Path
+        Run folder (created).
+    cfg : TrainConfig
+        Hyper-parameters.
+    cache_dir : Path
+        Feature cache root (stored in ``run.json``).
+    verbose : int
+        0 silent, 1 one line per epoch.
+
+    Returns
+    -------
+    dict
+        The ``run.json`` content.
+    """
+    t_start = time.time()
+    tf = configure_tensorflow(cfg.threads)
+    import keras
+
+    from .models import PRESETS, band_norm_layer, build_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    preset = PRESETS[cfg.arch]
+    n_labels = len(labels)
+    wf = frontend.window_frames
+    hop_frames = max(1, round(cfg.hop_s / frontend.hop_s))
+
+    train_tracks, val_tracks = splits["train"], splits["val"]
+    features = [np.ascontiguousarray(t.features(), dtype=np.float32) for t in train_tracks]
+    mean, std = band_stats(train_tracks)
+    weights = class_weights([t.label for t in train_tracks], n_labels)
+    sampler = WindowSampler(features, [t.label for t in train_tracks], n_labels, wf, cfg,
+                            frontend, weights)
+
+    strategy = _strategy(tf, cfg.distribute)
+    mixed = _use_mixed_precision(tf, cfg.mixed_precision)
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+    sig = (
+        tf.TensorSpec((cfg.batch_size, wf, frontend.n_mels, 1), tf.float32),
+        tf.TensorSpec((cfg.batch_size, n_labels), tf.float32),
+        tf.TensorSpec((cfg.batch_size,), tf.float32),
+    )
+    ds = tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=sig)
+    if strategy.num_replicas_in_sync > 1:
+        ds = ds.unbatch().batch(global_batch, drop_remainder=True)
+    ds = ds.prefetch(4)
+    steps = sampler.steps_per_epoch if strategy.num_replicas_in_sync == 1 else max(
+        1, sampler.per_epoch // global_batch)
+
+    peak_lr = cfg.learning_rate or preset.learning_rate
+    total_steps = steps * cfg.epochs
+    warmup = int(min(total_steps // 2, steps * cfg.warmup_epochs))
+    with strategy.scope():
+        model = build_model(cfg.arch, wf, frontend.n_mels, n_labels)
+        band_norm_layer(model).set_stats(mean, std)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            peak_lr * 0.05 if warmup else peak_lr, max(1, total_steps - warmup), alpha=0.01,
+            warmup_target=peak_lr if warmup else None, warmup_steps=warmup)
+        model.compile(
+            optimizer=_optimizer(keras, preset.optimizer, schedule, cfg.weight_decay),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
+        )
+
+    n_params = int(model.count_params())
+    if verbose:
+        print(f"{cfg.arch}: {n_params:,} parameters, input {wf}x{frontend.n_mels}, labels {list(labels)}; "
+              f"{len(train_tracks)} train / {len(val_tracks)} val / {len(splits.get('test', []))} test "
+              f"tracks; {steps} steps of {global_batch} per epoch; "
+              f"{'mixed float16' if mixed else 'float32'} on "
+              f"{strategy.num_replicas_in_sync} replica(s)", flush=True)
+
+    history: list[dict[str, Any]] = []
+    state = {"best": None, "best_epoch": 0, "waited": 0}
+    model_path = out / "model.keras"
+
+    class TrackLevelCheckpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            t0 = time.time()
+            probs = predict_tracks(self.model, val_tracks, wf, hop_frames)
+            m = summarize(probs, [t.label for t in val_tracks], labels)
+            row = {
+                "epoch": epoch + 1,
+                "loss": float((logs or {}).get("loss", float("nan"))),
+                "acc": float((logs or {}).get("acc", float("nan"))),
+                "val_window_accuracy": m["window_accuracy"],
+                "val_track_accuracy": m["track_accuracy_mean_vote"],
+                "val_track_accuracy_majority": m["track_accuracy_majority_vote"],
+                "val_loss": m["window_loss"],
+                "lr": float(keras.ops.convert_to_numpy(
+                    self.model.optimizer.learning_rate)),
+                "elapsed_s": time.time() - t_start,
+            }
+            history.append(row)
+            key = (m["track_accuracy_mean_vote"], m["window_accuracy"], -m["window_loss"])
+            improved = state["best"] is None or key > state["best"]
+            if improved:
+                state.update(best=key, best_epoch=epoch + 1, waited=0)
+                export_float32(self.model, cfg.arch, wf, frontend.n_mels, n_labels, model_path)
+            else:
+                state["waited"] += 1
+            (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+            if verbose:
+                print(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['loss']:.3f}  acc {row['acc']:.3f}  "
+                      f"val window {row['val_window_accuracy']:.3f}  val track {row['val_track_accuracy']:.3f} "
+                      f"(majority {row['val_track_accuracy_majority']:.3f})  val loss {row['val_loss']:.3f}  "
+                      f"lr {row['lr']:.2e}  [{time.time() - t0:.1f} s eval, {row['elapsed_s']:.0f} s]"
+                      f"{'  *best' if improved else ''}", flush=True)
+            if state["waited"] >= cfg.patience and epoch + 1 >= cfg.min_epochs:
+                if verbose:
+                    print(f"early stop: no better validation track accuracy for {cfg.patience} epochs",
+                          flush=True)
+                self.model.stop_training = True
+
+    # Our dataset is shuffled by the sampler; Keras warns about its own shuffle flag.
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    fit_verbose = 0 if not verbose else (1 if sys.stdout.isatty() else 0)
+    model.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, verbose=fit_verbose,
+              callbacks=[TrackLevelCheckpoint()])
+    if mixed:
+        keras.mixed_precision.set_global_policy("float32")
+
+    best = history[state["best_epoch"] - 1]
+    run = {
+        "labels": list(labels),
+        "frontend": frontend.to_dict(),
+        "arch": cfg.arch,
+        "seed": cfg.seed,
+        "hop_s": cfg.hop_s,
+        "dataset": spec.to_dict(),
+        "cache_dir": str(cache_dir),
+        "splits_file": "splits.json",
+        "tracks": {part: len(v) for part, v in splits.items()},
+        "train": cfg.to_dict(),
+        "parameters": n_params,
+        "best_epoch": state["best_epoch"],
+        "epochs_run": len(history),
+        "val": {k: best[k] for k in ("val_window_accuracy", "val_track_accuracy",
+                                     "val_track_accuracy_majority", "val_loss")},
+        "band_mean_db": mean.tolist(),
+        "band_std_db": std.tolist(),
+        "train_time_s": round(time.time() - t_start, 1),
+        "metrics": {},
+    }
+    write_run_splits(out, splits)
+    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    return run
