@@ -69,8 +69,8 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 def representative_windows(
     tracks: list[Any], n_labels: int, window_frames: int, count: int, seed: int
 ) -> np.ndarray:
-    """``count`` real windows, equally many per class, spread over tracks and positions."""
-    from training.dataset import eval_windows
+    """``count`` real windows, equally many per class, spread over tracks and offsets."""
+    from training.dataset import random_crops
 
     rng = np.random.default_rng(seed)
     per_class = int(np.ceil(count / n_labels))
@@ -79,17 +79,13 @@ def representative_windows(
         pool = [t for t in tracks if t.label == label]
         if not pool:
             continue
-        order = rng.permutation(len(pool))
-        picked = 0
-        while picked < per_class:
-            for i in order:
-                if picked >= per_class:
-                    break
-                wins = eval_windows(pool[i], window_frames, max(1, window_frames // 3))
-                chosen.append(wins[rng.integers(len(wins))])
-                picked += 1
-    rng.shuffle(chosen)
-    return np.stack(chosen)
+        # Round-robin over the class's tracks in random order, one random crop per visit.
+        visits = np.resize(rng.permutation(len(pool)), per_class)
+        for i in visits:
+            feats = np.asarray(pool[i].features(), dtype=np.float32)
+            chosen.append(random_crops(feats, window_frames, 1, rng)[0])
+    order = rng.permutation(len(chosen))[:count]
+    return np.stack([chosen[i] for i in order])
 
 
 def compare(
@@ -167,6 +163,7 @@ def convert_run(
 ) -> dict[str, Any]:
     """Convert, verify, check and bundle; returns the report written into the manifest."""
     import keras
+
     import training.models  # noqa: F401  (registers the custom layers)
     from training.dataset import load_run_splits
 

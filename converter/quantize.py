@@ -7,6 +7,9 @@ output tensors, calibrated on real feature windows.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -14,6 +17,16 @@ from typing import Any
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+log = logging.getLogger(__name__)
+
+
+def _quiet_convert(converter) -> bytes:
+    """Run the TFLite converter; its export chatter goes to the debug log, not stdout."""
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):
+        blob = converter.convert()
+    log.debug("converter output: %s", chatter.getvalue())
+    return blob
 
 
 def _static_batch_one(model: Any) -> Any:
@@ -44,11 +57,11 @@ def to_int8(model: Any, representative: Iterable[np.ndarray]) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    return _quiet_convert(converter)
 
 
 def to_float(model: Any) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(_static_batch_one(model))
-    return converter.convert()
+    return _quiet_convert(converter)

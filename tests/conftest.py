@@ -70,3 +70,32 @@ def mqtt_subscriber() -> Iterator[Callable[..., Subscriber]]:
     yield make
     for sub in subs:
         sub.close()
+
+
+# -- a small real model, trained once per session on synthetic music ----------------------
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished edge-model training run on the synthetic dataset (~30 s on 2 cores)."""
+    from firmware_py.cli import main
+    from training.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("synthetic-run")
+    data = make_dataset(root / "data", clips_per_genre=8, duration_s=6.0, seed=0)
+    out = root / "run"
+    code = main([
+        "train", "--data", str(data), "--out", str(out), "--cache", str(root / "cache"),
+        "--epochs", "6", "--crops-per-track", "16", "--batch-size", "32", "--seed", "0",
+        "--workers", "2", "--no-evaluate", "-q",
+    ])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_bundle(synthetic_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic run converted to an int8 bundle (with a float model for comparison)."""
+    from converter.convert import convert_run
+
+    out = tmp_path_factory.mktemp("synthetic-bundle") / "bundle"
+    convert_run(synthetic_run, out, with_float=True, representative=200)
+    return out
