@@ -51,6 +51,23 @@ def _git_commit() -> str:
         return ""
 
 
+def portable(value: Any) -> Any:
+    """Provenance without this machine's paths: absolute paths become their last two parts.
+
+    A bundle travels to other machines (and the default one ships in the package); the
+    folder layout of the workstation that built it is noise there, and can be private.
+    """
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str):
+        return " ".join(
+            "/".join(Path(tok).parts[-2:]) if tok.startswith("/") else tok for tok in value.split(" ")
+        )
+    return value
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
     run_json = run_dir / "run.json"
     if not run_dir.is_dir():
@@ -228,14 +245,15 @@ def convert_run(
         }
         metrics["edgetpu"]["compiled"] = compiled is not None
         metrics["edgetpu"]["note"] = compile_note if compiled is None else "compiled"
+        metrics["edgetpu"]["model"] = "model.tflite"
         provenance = {
             "run": run_dir.name,
             "arch": run.get("arch"),
-            "dataset": run.get("dataset"),
+            "dataset": portable(run.get("dataset")),
             "seed": run.get("seed"),
             "commit": _git_commit(),
             "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-            "command": command,
+            "command": portable(command),
         }
         write_bundle(
             out_dir, model=int8_path, labels=labels, frontend=frontend, hop_s=hop_s,

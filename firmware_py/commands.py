@@ -93,3 +93,139 @@ def _bench_run(args: argparse.Namespace) -> int:
 
 
 bench = Command("bench", "benchmark the device pipeline", _bench_configure, _bench_run)
+
+
+# -- classify --------------------------------------------------------------------------
+def _classify_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg/opus, mp3)")
+    p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines: file, genre, confidence, probabilities")
+    p.add_argument("--timeline", action="store_true",
+                   help="also show the smoothed genre per window, as the device would publish it")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+
+
+def _classify_run(args: argparse.Namespace) -> int:
+    from .bundle import default_bundle_path, load_bundle
+    from .classify import classify_file, timeline
+
+    bundle = load_bundle(args.bundle or default_bundle_path())
+    model = bundle.open_model(threads=args.threads)
+    failures = 0
+    for path in args.files:
+        try:
+            result = classify_file(path, bundle, model)
+        except GenreEdgeError as exc:
+            failures += 1
+            print(f"genre-edge: error: {exc}", file=sys.stderr)
+            continue
+        states = timeline(result, bundle) if args.timeline else []
+        if args.json:
+            record = result.to_json()
+            if args.timeline:
+                record["timeline"] = [
+                    {"t_s": round(s.t_s, 2), "genre": s.genre,
+                     "confidence": round(s.confidence, 4)} for s in states
+                ]
+            print(json.dumps(record), flush=True)
+            continue
+        probs = "  ".join(f"{k} {100 * v:.1f}%" for k, v in result.probabilities.items())
+        print(f"{path}: {result.genre} ({100 * result.confidence:.1f}%)   {probs}   "
+              f"[{result.windows} windows, {result.duration_s:.1f} s]", flush=True)
+        for s in states:
+            mark = "*" if s.changed else " "
+            print(f"  {s.t_s:7.1f} s {mark} {s.genre:<12} {100 * s.confidence:5.1f}%")
+    return 1 if failures else 0
+
+
+classify = Command(
+    "classify", "classify audio files with the bundled (or any) model",
+    _classify_configure, _classify_run,
+)
+
+
+# -- listen ----------------------------------------------------------------------------
+def _listen_configure(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Classify live audio (microphone, or a file with --input) and publish the smoothed "
+        "genre to the console, MQTT (Home Assistant discovery) and a display page. "
+        "Settings: --config FILE < GENRE_EDGE_<SECTION>_<KEY> environment < these flags "
+        "(see deploy/config.example.toml)."
+    )
+    p.add_argument("--config", help="TOML configuration file (default: $GENRE_EDGE_CONFIG)")
+    p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
+    s = p.add_argument_group("audio source")
+    s.add_argument("--device", help="microphone: index or part of its name (default: system default)")
+    s.add_argument("--input", metavar="FILE", help="play an audio file instead of a microphone")
+    speed = s.add_mutually_exclusive_group()
+    speed.add_argument("--realtime", dest="realtime", action="store_const", const=True,
+                       help="play --input at real time (the default)")
+    speed.add_argument("--fast", dest="realtime", action="store_const", const=False,
+                       help="play --input as fast as possible")
+    s.add_argument("--loop", action="store_const", const=True, help="play --input over and over")
+    s.add_argument("--device-rate", type=int, help="force the microphone's sample rate (Hz)")
+    s.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    i = p.add_argument_group("inference")
+    i.add_argument("--threads", type=int, help="interpreter threads (default 1)")
+    i.add_argument("--edgetpu", choices=["usb", "pci"], help="run on a Coral Edge TPU (CPU fallback)")
+    i.add_argument("--hop", type=float, metavar="SECONDS", help="seconds between inferences")
+    m = p.add_argument_group("MQTT (password: GENRE_EDGE_MQTT_PASSWORD or the config file)")
+    m.add_argument("--mqtt", metavar="URL", help="broker: mqtt://host[:port] or mqtts://host[:port]")
+    m.add_argument("--device-id", help="device id in topics and Home Assistant (default: host name)")
+    m.add_argument("--username", help="broker login name")
+    m.add_argument("--ca-file", help="CA certificate(s) for mqtts://")
+    m.add_argument("--topic-prefix", help="topic prefix (default genre-edge/<device-id>)")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_const", const=True, help="console output as JSON lines")
+    o.add_argument("--changes-only", action="store_const", const=True,
+                   help="print only when the published genre changes")
+    o.add_argument("--http", metavar="HOST:PORT", help="serve the live display page, e.g. 127.0.0.1:8080")
+    o.add_argument("--log-level", choices=["debug", "info", "warning", "error", "critical"])
+    o.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration (password redacted) and exit")
+
+
+def _listen_overrides(args: argparse.Namespace) -> dict:
+    return {
+        "bundle": args.bundle,
+        "log_level": args.log_level,
+        "source": {"device": args.device, "input": args.input, "realtime": args.realtime,
+                   "loop": args.loop, "device_rate": args.device_rate},
+        "inference": {"threads": args.threads, "edgetpu": args.edgetpu, "hop_s": args.hop},
+        "mqtt": {"url": args.mqtt, "device_id": args.device_id, "username": args.username,
+                 "ca_file": args.ca_file, "topic_prefix": args.topic_prefix},
+        "output": {"json": args.json, "changes_only": args.changes_only, "http": args.http},
+    }
+
+
+def _listen_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from .app import run_listen
+    from .config import load_config
+
+    if args.list_devices:
+        from .sources import list_input_devices
+
+        for dev in list_input_devices():
+            print(f"{dev['index']:3d}  {dev['name']}  ({dev['max_input_channels']} ch, "
+                  f"{float(dev.get('default_samplerate') or 0):.0f} Hz)")
+        return 0
+
+    def load():
+        return load_config(args.config, overrides=_listen_overrides(args))
+
+    config = load()
+    if args.print_config:
+        print(json.dumps(config.redacted(), indent=2))
+        return 0
+    if not args.verbose:  # -v/-vv on the command line win over the configured level
+        logging.getLogger().setLevel(getattr(logging, config.log_level.upper()))
+    return run_listen(config, reload=load)
+
+
+listen = Command(
+    "listen", "classify a microphone or file live: console, MQTT, display page",
+    _listen_configure, _listen_run,
+)

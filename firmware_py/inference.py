@@ -8,9 +8,14 @@ imports it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,8 +135,9 @@ class Model:
             if resolver is not None:
                 kwargs["experimental_op_resolver_type"] = resolver
         try:
-            self.interpreter = self.backend.interpreter_cls(**kwargs)
-            self.interpreter.allocate_tensors()
+            with native_stderr_to_log():
+                self.interpreter = self.backend.interpreter_cls(**kwargs)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise GenreEdgeError(
                 f"cannot load model {self.path} ({' '.join(str(exc).split())[:200]}): the file "
@@ -187,6 +193,29 @@ class Model:
         for i, w in enumerate(windows):
             out[i] = self.predict(w)
         return out
+
+
+@contextlib.contextmanager
+def native_stderr_to_log() -> Iterator[None]:
+    """Route what the TFLite C++ runtime prints on fd 2 ("INFO: Created TensorFlow Lite
+    XNNPACK delegate for CPU.") to the debug log, so that errors stay one line."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): leave it alone
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    log.debug("tflite: %s", line.strip())
 
 
 def _no_xnnpack_resolver(backend: Backend) -> Any:

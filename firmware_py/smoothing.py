@@ -322,6 +322,11 @@ class Smoother:
         self._weak_since_s: float | None = None  # low confidence since
         self._last_t_s: float | None = None
 
+    def set_params(self, params: SmoothingParams) -> None:
+        """New knobs (a config reload) without forgetting the current genre or history."""
+        self.params = params
+        self._history = deque(self._history, maxlen=params.average_windows)
+
     @property
     def latency_bound_s(self) -> float:
         """Upper bound on the delay of a clean genre change, given a 3-window blend.

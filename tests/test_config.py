@@ -87,7 +87,7 @@ def test_no_file_gives_defaults() -> None:
 
 def test_env_overrides_file(tmp_path: Path) -> None:
     env = {
-        "GENRE_EDGE_MQTT_URL": "mqtt://10.0.0.2",
+        "GENRE_EDGE_MQTT_URL": "mqtt://127.0.0.2",
         "GENRE_EDGE_MQTT_PASSWORD": "from-env",
         "GENRE_EDGE_INFERENCE_THREADS": "3",
         "GENRE_EDGE_INFERENCE_EDGETPU": "",  # empty = unset
@@ -101,7 +101,7 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         "OTHER": "x",
     }
     cfg = load_config(write(tmp_path, FULL), env=env)
-    assert cfg.mqtt.url == "mqtt://10.0.0.2" and cfg.mqtt.password == "from-env"
+    assert cfg.mqtt.url == "mqtt://127.0.0.2" and cfg.mqtt.password == "from-env"
     assert cfg.mqtt.username == "pi"  # untouched keys keep the file's value
     assert cfg.inference.threads == 3 and cfg.inference.edgetpu is None
     assert cfg.source.device == 2 and cfg.source.realtime is False
@@ -111,7 +111,7 @@ def test_env_overrides_file(tmp_path: Path) -> None:
 
 
 def test_flags_override_env(tmp_path: Path) -> None:
-    env = {"GENRE_EDGE_MQTT_URL": "mqtt://10.0.0.2", "GENRE_EDGE_INFERENCE_THREADS": "3"}
+    env = {"GENRE_EDGE_MQTT_URL": "mqtt://127.0.0.2", "GENRE_EDGE_INFERENCE_THREADS": "3"}
     flags = {
         "mqtt.url": "mqtt://127.0.0.1:1884",
         "inference": {"threads": 4, "edgetpu": None},  # None: flag not given

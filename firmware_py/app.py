@@ -1,0 +1,263 @@
+"""Wiring of the device loop: source -> pipeline -> sinks (console, MQTT, display).
+
+``run_listen(config)`` is what ``genre-edge listen`` and the systemd service run. It
+takes every front-end and label setting from the bundle, opens the source, and
+publishes one state per inference hop until the source ends (file) or a signal
+arrives (SIGTERM/SIGINT: ``offline`` is published, the stream closed, exit 0).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from .bundle import Bundle, default_bundle_path, load_bundle
+from .errors import DeviceError, GenreEdgeError
+from .pipeline import HopResult, Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def open_model(bundle: Bundle, threads: int, edgetpu: str | None) -> Any:
+    """The bundle's model; with ``edgetpu`` set, falls back to the CPU when no TPU is found."""
+    if edgetpu:
+        try:
+            model = bundle.open_model(threads=threads, edgetpu=edgetpu)
+            log.info("running on the Coral Edge TPU (%s)", edgetpu)
+            return model
+        except DeviceError as exc:
+            log.warning("%s; falling back to the CPU", exc)
+    return bundle.open_model(threads=threads)
+
+
+def state_payload(result: HopResult, labels: list[str], model_name: str) -> dict[str, Any]:
+    st = result.state
+    return {
+        "genre": st.genre,
+        "confidence": round(float(st.confidence), 4),
+        "probabilities": {k: round(float(v), 4) for k, v in st.probabilities.items()},
+        "level_dbfs": round(float(st.level_dbfs), 1),
+        "model": model_name,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "audio_t_s": round(result.t_s, 2),
+        "changed": bool(st.changed),
+        "raw": {k: round(float(v), 4) for k, v in zip(labels, result.probabilities, strict=True)},
+    }
+
+
+class ConsoleSink:
+    """Human lines (one per hop, ``*`` marks a change) or JSON lines."""
+
+    def __init__(self, stream: TextIO = sys.stdout, as_json: bool = False,
+                 changes_only: bool = False) -> None:
+        self.stream = stream
+        self.as_json = as_json
+        self.changes_only = changes_only
+
+    def __call__(self, payload: dict[str, Any]) -> None:
+        if self.as_json:
+            line = json.dumps(payload)
+        else:
+            if self.changes_only and not payload["changed"]:
+                return
+            mark = "*" if payload["changed"] else " "
+            raw = payload["raw"]
+            top = max(raw, key=raw.get)
+            line = (
+                f"{payload['audio_t_s']:8.1f} s {mark} {payload['genre']:<12} "
+                f"{100 * payload['confidence']:5.1f}%  {payload['level_dbfs']:6.1f} dBFS"
+                f"   (window: {top} {100 * raw[top]:.0f}%)"
+            )
+        try:
+            print(line, file=self.stream, flush=True)
+        except BrokenPipeError:
+            pass
+
+
+class Stats:
+    """Per-stage latency, CPU and memory, for the ``/stats`` topic and logs."""
+
+    def __init__(self) -> None:
+        self.start_wall = time.monotonic()
+        self.start_cpu = time.process_time()
+        self.inference_ms: list[float] = []
+        self.frontend_ms: list[float] = []
+
+    def add(self, result: HopResult) -> None:
+        self.inference_ms.append(result.inference_ms)
+        self.frontend_ms.append(result.frontend_ms)
+
+    def snapshot(self, pipeline: Pipeline) -> dict[str, Any]:
+        wall = max(1e-9, time.monotonic() - self.start_wall)
+        cpu = time.process_time() - self.start_cpu
+
+        def p50(xs: list[float]) -> float | None:
+            return round(sorted(xs)[len(xs) // 2], 3) if xs else None
+
+        out = {
+            "uptime_s": round(wall, 1),
+            "audio_s": round(pipeline.audio_s, 1),
+            "inferences": pipeline.inferences,
+            "inference_ms_p50": p50(self.inference_ms),
+            "frontend_ms_per_hop_p50": p50(self.frontend_ms),
+            "cpu_percent": round(100 * cpu / wall, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "threads": threading.active_count(),
+        }
+        self.start_wall, self.start_cpu = time.monotonic(), time.process_time()
+        self.inference_ms.clear()
+        self.frontend_ms.clear()
+        return out
+
+
+def make_publisher(config: Any, bundle: Bundle) -> Any:
+    """An MQTT publisher for ``config.mqtt`` (None when no broker URL is set)."""
+    from .mqtt import MqttPublisher, MqttSettings
+
+    m = config.mqtt
+    if not m.url:
+        return None
+    settings = MqttSettings(
+        url=m.url, username=m.username, password=m.password, ca_file=m.ca_file,
+        cert_file=m.cert_file, key_file=m.key_file, tls_insecure=m.tls_insecure,
+        device_id=m.device_id or "", topic_prefix=m.topic_prefix or "",
+        discovery_prefix=m.discovery_prefix, qos=m.qos, keepalive_s=m.keepalive_s,
+        expire_after_s=m.expire_after_s, queue_size=m.queue_size,
+    )
+    return MqttPublisher(settings, labels=bundle.labels, model_name=bundle.name)
+
+
+def make_display(config: Any, bundle: Bundle) -> Any:
+    """The live display page server for ``config.output.http`` (None when unset)."""
+    if not config.output.http:
+        return None
+    from .display import DisplayServer, parse_http_address
+
+    host, port = parse_http_address(config.output.http)
+    return DisplayServer(host, port, labels=bundle.labels, model_name=bundle.name)
+
+
+def run_listen(
+    config: Any,
+    *,
+    on_payload: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+    reload: Callable[[], Any] | None = None,
+    sd_module: Any = None,
+    console: TextIO | None = None,
+) -> int:
+    """Run the device loop until the source ends or ``stop`` is set.
+
+    SIGTERM and SIGINT set ``stop`` (``offline`` is published, the stream closed, exit
+    0). SIGHUP calls ``reload()`` (which returns a new config) and applies what can
+    change without dropping the stream: smoothing and console output; other changed
+    settings are logged as needing a restart. ``sd_module`` replaces ``sounddevice``
+    (tests drive the microphone path with a fake stream).
+    """
+    from .sources import open_source
+
+    stop = stop or threading.Event()
+    hup = threading.Event()
+    bundle = load_bundle(config.bundle or default_bundle_path())
+    model = open_model(bundle, config.inference.threads, config.inference.edgetpu)
+    pipeline = Pipeline(bundle, model, config.smoothing_params(bundle.smoothing),
+                        hop_s=config.inference.hop_s)
+    console_sink = ConsoleSink(stream=console or sys.stdout, as_json=config.output.json,
+                               changes_only=config.output.changes_only)
+    sinks: list[Callable[[dict[str, Any]], None]] = [console_sink]
+    if on_payload:
+        sinks.append(on_payload)
+    publisher = make_publisher(config, bundle)  # validates MQTT settings before any I/O
+    display = make_display(config, bundle)
+    source = open_source(config.source, bundle.frontend.sample_rate, sd_module=sd_module)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            hup.set()
+            return
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+        source.close()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        sigs = [signal.SIGTERM, signal.SIGINT]
+        if reload is not None and hasattr(signal, "SIGHUP"):
+            sigs.append(signal.SIGHUP)
+        for sig in sigs:
+            previous[sig] = signal.signal(sig, on_signal)
+    stats = Stats()
+    stats_interval_s = float(config.mqtt.stats_interval_s or 60)
+    next_stats = time.monotonic() + stats_interval_s
+    try:
+        if display is not None:
+            display.start()
+            sinks.append(display.update)
+            log.warning("display page: %s", display.url)
+        if publisher is not None:
+            # A file run fails fast on a wrong broker; a microphone (the service) may
+            # start before its broker and connects in the background meanwhile.
+            publisher.start(wait=bool(config.source.input))
+            sinks.append(publisher.publish_state)
+        log.info("listening to %s: bundle %s (%s), hop %.2f s, window %.2f s",
+                 source.describe(), bundle.name, ", ".join(bundle.labels), pipeline.hop_s,
+                 bundle.frontend.window_s)
+        for block in source.blocks():
+            if stop.is_set():
+                break
+            for result in pipeline.push(block):
+                stats.add(result)
+                payload = state_payload(result, bundle.labels, bundle.name)
+                for sink in sinks:
+                    sink(payload)
+            if hup.is_set() and reload is not None:
+                hup.clear()
+                _apply_reload(config, reload, pipeline, bundle, console_sink)
+            if publisher is not None and time.monotonic() >= next_stats:
+                publisher.publish_stats(stats.snapshot(pipeline))
+                next_stats = time.monotonic() + stats_interval_s
+        if publisher is not None and pipeline.inferences:
+            publisher.publish_stats(stats.snapshot(pipeline))
+    finally:
+        source.close()
+        if display is not None:
+            display.set_online(False)
+            display.stop()
+        if publisher is not None:
+            publisher.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if pipeline.inferences == 0 and not stop.is_set():
+        raise GenreEdgeError(
+            f"the audio ended after {pipeline.audio_s:.1f} s, before one full "
+            f"{bundle.frontend.window_s:.1f} s window: give a longer input"
+        )
+    return 0
+
+
+def _apply_reload(config: Any, reload: Callable[[], Any], pipeline: Pipeline, bundle: Bundle,
+                  console_sink: ConsoleSink) -> None:
+    """SIGHUP: re-read the configuration; apply smoothing and console options live."""
+    try:
+        new = reload()
+        params = new.smoothing_params(bundle.smoothing)
+    except GenreEdgeError as exc:
+        log.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
+        return
+    pipeline.set_smoothing(params)
+    console_sink.as_json = new.output.json
+    console_sink.changes_only = new.output.changes_only
+    restart = [name for name in ("bundle", "source", "inference", "mqtt")
+               if getattr(new, name) != getattr(config, name)]
+    if new.output.http != config.output.http:
+        restart.append("output.http")
+    log.warning("SIGHUP: configuration reloaded (smoothing, console output)%s",
+                f"; restart to apply changes to {', '.join(restart)}" if restart else "")

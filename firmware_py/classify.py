@@ -1,0 +1,89 @@
+"""Offline classification of whole files: track-level genre by mean-probability vote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import load_audio
+from .bundle import Bundle
+from .features import logmel, windows
+
+
+@dataclass
+class FileResult:
+    file: str
+    genre: str
+    confidence: float
+    probabilities: dict[str, float]
+    windows: int
+    duration_s: float
+    window_probabilities: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    window_levels_dbfs: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "genre": self.genre,
+            "confidence": round(self.confidence, 4),
+            "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
+            "windows": self.windows,
+            "duration_s": round(self.duration_s, 2),
+        }
+
+
+def window_levels_dbfs(samples: np.ndarray, n_windows: int, hop: int, win: int) -> np.ndarray:
+    """RMS level in dBFS of the newest hop of audio of each window (what the device measures)."""
+    from .smoothing import level_dbfs
+
+    levels = np.empty(n_windows, dtype=np.float32)
+    for i in range(n_windows):
+        end = i * hop + win
+        levels[i] = level_dbfs(samples[max(0, end - hop) : end])
+    return levels
+
+
+def classify_file(path: str | Path, bundle: Bundle, model: Any) -> FileResult:
+    """Every window of the file through the model; the track's genre is the mean-probability vote."""
+    fe = bundle.frontend
+    samples = load_audio(path, fe.sample_rate)
+    feats = logmel(samples, fe)
+    wins = windows(feats, fe.window_frames, bundle.hop_frames, pad=True)
+    if len(wins) == 0:  # shorter than one FFT frame
+        wins = windows(
+            np.full((1, fe.n_mels), fe.log_floor_db, np.float32), fe.window_frames, 1, pad=True
+        )
+    probs = model.predict_many(wins)
+    mean = probs.mean(axis=0)
+    best = int(mean.argmax())
+    hop_samples = bundle.hop_frames * fe.hop_length
+    win_samples = int(round(fe.window_s * fe.sample_rate))
+    return FileResult(
+        file=str(path),
+        genre=bundle.labels[best],
+        confidence=float(mean[best]),
+        probabilities={label: float(p) for label, p in zip(bundle.labels, mean, strict=True)},
+        windows=len(wins),
+        duration_s=samples.shape[0] / fe.sample_rate,
+        window_probabilities=probs,
+        window_levels_dbfs=window_levels_dbfs(samples, len(wins), hop_samples, win_samples),
+    )
+
+
+def timeline(result: FileResult, bundle: Bundle, smoothing: dict[str, Any] | None = None):
+    """The smoothed genre per window, as the device would publish it while playing the file."""
+    from .smoothing import Smoother, SmoothingParams
+
+    params = SmoothingParams.from_dict({**bundle.smoothing, **(smoothing or {})})
+    smoother = Smoother(bundle.labels, params, bundle.hop_s)
+    window_s = bundle.frontend.window_s
+    states = []
+    for i, (p, level) in enumerate(
+        zip(result.window_probabilities, result.window_levels_dbfs, strict=True)
+    ):
+        t_s = window_s + i * bundle.hop_s  # audio time at the end of the window
+        states.append(smoother.update(p, float(level), t_s))
+    return states

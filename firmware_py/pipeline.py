@@ -1,0 +1,122 @@
+"""The streaming core of the device: audio blocks in, one result per inference hop out.
+
+Each block of model-rate audio goes through the streaming front-end once; the frames
+land in a ring buffer; every ``hop_frames`` new frames (once a full window exists) the
+newest window goes through the model and the smoother. Hops are cut at exact frame
+boundaries even when one block spans several hops (fast file playback), so a file
+played fast gives the same results as the same file played in real time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .audio import RingBuffer, check_finite
+from .bundle import Bundle
+from .errors import AudioError
+from .features import StreamingLogMel
+from .smoothing import SmoothedState, Smoother, SmoothingParams, level_dbfs
+
+
+@dataclass
+class HopResult:
+    """One inference: raw probabilities, the smoothed state, and what it cost."""
+
+    t_s: float  # audio time at the end of the window, seconds since the stream began
+    probabilities: np.ndarray
+    state: SmoothedState
+    inference_ms: float
+    frontend_ms: float
+
+
+class Pipeline:
+    def __init__(
+        self, bundle: Bundle, model: Any, smoothing: SmoothingParams | None = None,
+        hop_s: float | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.model = model
+        fe = bundle.frontend
+        self.frontend = StreamingLogMel(fe)
+        self.ring = RingBuffer(fe.window_frames, fe.n_mels)
+        self.hop_frames = (max(1, round(hop_s / fe.hop_s)) if hop_s else bundle.hop_frames)
+        self.hop_s = self.hop_frames * fe.hop_s
+        self.params = smoothing or SmoothingParams.from_dict(bundle.smoothing)
+        self.smoother = Smoother(bundle.labels, self.params, self.hop_s)
+        self._frames_since_hop = 0
+        # Recent audio with its absolute start sample, for the level of each hop.
+        self._tail = np.zeros(0, dtype=np.float32)
+        self._tail_start = 0
+        self._hop_samples = self.hop_frames * fe.hop_length
+        self._frontend_s = 0.0
+        self.nonfinite_blocks = 0
+        self.inferences = 0
+        self.samples_in = 0
+
+    def set_smoothing(self, params: SmoothingParams) -> None:
+        """Apply new smoothing knobs live (SIGHUP reload); the stream is not touched."""
+        self.params = params
+        self.smoother.set_params(params)
+
+    @property
+    def audio_s(self) -> float:
+        return self.samples_in / self.bundle.frontend.sample_rate
+
+    def push(self, block: np.ndarray) -> list[HopResult]:
+        """Feed model-rate mono samples; return the inferences they complete (often none)."""
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        try:
+            check_finite(block, "audio block")
+        except AudioError:
+            # A glitching driver must not poison the features: zero the bad samples, go on.
+            self.nonfinite_blocks += 1
+            block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+        self.samples_in += block.shape[0]
+        self._append_tail(block)
+        start = time.perf_counter()
+        frames = self.frontend.push(block)
+        self._frontend_s += time.perf_counter() - start
+        frames_before = self.frontend.frames_emitted - frames.shape[0]
+        results = []
+        pos = 0
+        while pos < frames.shape[0]:
+            take = min(frames.shape[0] - pos, self.hop_frames - self._frames_since_hop)
+            self.ring.push(frames[pos : pos + take])
+            pos += take
+            self._frames_since_hop += take
+            if self._frames_since_hop >= self.hop_frames:
+                self._frames_since_hop = 0
+                if self.ring.filled >= self.ring.capacity:
+                    results.append(self._infer(frames_before + pos))
+        return results
+
+    def _append_tail(self, block: np.ndarray) -> None:
+        fe = self.bundle.frontend
+        keep = self._hop_samples + fe.n_fft + block.shape[0]
+        tail = np.concatenate((self._tail, block))
+        drop = max(0, tail.shape[0] - keep)
+        self._tail = tail[drop:]
+        self._tail_start += drop
+
+    def _level_dbfs_before(self, end_sample: int) -> float:
+        """RMS level of the hop of audio that ends at absolute sample ``end_sample``."""
+        stop = end_sample - self._tail_start
+        return level_dbfs(self._tail[max(0, stop - self._hop_samples) : max(0, stop)])
+
+    def _infer(self, frames_total: int) -> HopResult:
+        window = self.ring.latest(self.ring.capacity)
+        start = time.perf_counter()
+        probs = self.model.predict(window)
+        inference_ms = 1000 * (time.perf_counter() - start)
+        fe = self.bundle.frontend
+        end_sample = (frames_total - 1) * fe.hop_length + fe.n_fft  # last sample of the window
+        t_s = end_sample / fe.sample_rate
+        state = self.smoother.update(probs, self._level_dbfs_before(end_sample), t_s)
+        frontend_ms = 1000 * self._frontend_s
+        self._frontend_s = 0.0
+        self.inferences += 1
+        return HopResult(t_s, probs, state, inference_ms, frontend_ms)
