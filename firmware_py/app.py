@@ -153,6 +153,7 @@ def run_listen(
     reload: Callable[[], Any] | None = None,
     sd_module: Any = None,
     console: TextIO | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
     """Run the device loop until the source ends or ``stop`` is set.
 
@@ -160,7 +161,9 @@ def run_listen(
     0). SIGHUP calls ``reload()`` (which returns a new config) and applies what can
     change without dropping the stream: smoothing and console output; other changed
     settings are logged as needing a restart. ``sd_module`` replaces ``sounddevice``
-    (tests drive the microphone path with a fake stream).
+    (tests drive the microphone path with a fake stream). ``on_start`` receives the
+    running parts (``pipeline``, ``source``, ``publisher``, ``display``) before the first
+    block, for benchmarks and tests that count what was published.
     """
     from .sources import open_source
 
@@ -210,6 +213,9 @@ def run_listen(
         log.info("listening to %s: bundle %s (%s), hop %.2f s, window %.2f s",
                  source.describe(), bundle.name, ", ".join(bundle.labels), pipeline.hop_s,
                  bundle.frontend.window_s)
+        if on_start is not None:
+            on_start({"pipeline": pipeline, "source": source, "publisher": publisher,
+                      "display": display, "bundle": bundle})
         for block in source.blocks():
             if stop.is_set():
                 break

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.signal
 
 from .errors import AudioError
+from .native import native_stderr_to_log
 
 #: Largest up/down factor used before a rate ratio is approximated.
 _MAX_RATIO_TERM = 1000
@@ -137,7 +138,8 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         soundfile = None
     try:
         if soundfile is not None:
-            data, rate = soundfile.read(str(path), dtype="float32", always_2d=False)
+            with native_stderr_to_log():  # mpg123 warns on fd 2 about broken MP3s
+                data, rate = soundfile.read(str(path), dtype="float32", always_2d=False)
         elif path.suffix.lower() in (".wav", ".wave"):
             data, rate = _read_wav_scipy(path)
         else:

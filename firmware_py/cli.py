@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import NoReturn
 
 from . import __version__
 from .errors import GenreEdgeError
@@ -46,8 +47,15 @@ def _commands() -> list[Command]:
     return sorted(found, key=lambda c: c.name)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too, like every other error (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"genre-edge: error: {self.prog}: {message}: see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="genre-edge",
         description="Edge music-genre classifier: train, convert, and run on a Raspberry Pi.",
     )
@@ -55,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for cmd in _commands():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)

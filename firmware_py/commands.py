@@ -65,34 +65,75 @@ features = Command(
 
 # -- bench -----------------------------------------------------------------------------
 def _bench_configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", nargs="?", default="frontend", choices=["frontend"],
-                   help="what to benchmark (default: frontend)")
-    p.add_argument("--bundle", help="front-end parameters from this bundle (default: built-in)")
+    p.description = (
+        "Benchmark the device pipeline: device description, per-stage latency (resampling, "
+        "front-end, inference for every runtime x threads x XNNPACK on/off x int8/float32, "
+        "Edge TPU), and end to end (listen as fast as possible, CPU and peak RSS of a "
+        "real-time listen process, capture-to-MQTT latency with --mqtt). "
+        "'bench frontend' compares the streaming front-end with librosa (needs librosa)."
+    )
+    p.add_argument("stage", nargs="?", default="device", choices=["device", "frontend"],
+                   help="device: the whole device benchmark (default); frontend: "
+                        "streaming front-end vs librosa")
+    p.add_argument("--bundle", help="model bundle (default: the bundled model)")
     p.add_argument("--input", help=f"real audio to use (default: the bundled clip {DEMO_CLIP.name})")
-    p.add_argument("--seconds", type=float, default=60.0, help="seconds of audio (default 60)")
-    p.add_argument("--repeats", type=int, default=5, help="runs per method; the median is kept")
+    p.add_argument("--seconds", type=float,
+                   help="device: seconds of each real-time run (default 20; listen --fast "
+                        "plays 30x as much audio); frontend: seconds of audio (default 60)")
+    p.add_argument("--mqtt", metavar="URL",
+                   help="device: broker for the MQTT figures, e.g. mqtt://127.0.0.1:1883 "
+                        "(publishes as device 'bench', no Home Assistant discovery)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="frontend: runs per method; the median is kept (default 5)")
     p.add_argument("--json", dest="json_out", help="also write the figures to this JSON file")
 
 
-def _bench_run(args: argparse.Namespace) -> int:
+def _bench_frontend(args: argparse.Namespace, source: Path) -> dict:
     from .audio import load_audio
     from .bench.frontend import format_table, run_frontend_bench
 
-    if args.seconds <= 0 or args.repeats <= 0:
-        raise GenreEdgeError("--seconds and --repeats must be > 0")
+    seconds = 60.0 if args.seconds is None else args.seconds
     params = _frontend_params(args.bundle)
-    source = Path(args.input) if args.input else DEMO_CLIP
     audio = load_audio(source, params.sample_rate)
-    result = run_frontend_bench(audio, params, seconds=args.seconds, repeats=args.repeats,
+    result = run_frontend_bench(audio, params, seconds=seconds, repeats=args.repeats,
                                 source=source.name)
     print(format_table(result))
+    return result
+
+
+def _bench_device(args: argparse.Namespace, source: Path) -> dict:
+    from .bench.suite import format_table, run_bench, stderr_progress
+    from .bundle import default_bundle_path
+
+    seconds = 20.0 if args.seconds is None else args.seconds
+    command = ["genre-edge", "bench"]
+    for flag, value in (("--bundle", args.bundle), ("--input", args.input),
+                        ("--seconds", args.seconds), ("--mqtt", args.mqtt),
+                        ("--json", args.json_out)):
+        if value is not None:
+            command += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    result = run_bench(args.bundle or default_bundle_path(), source, seconds=seconds,
+                       mqtt_url=args.mqtt, command=" ".join(command), progress=stderr_progress)
+    print(format_table(result), flush=True)
+    return result
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    if (args.seconds is not None and args.seconds <= 0) or args.repeats <= 0:
+        raise GenreEdgeError("--seconds and --repeats must be > 0")
+    source = Path(args.input) if args.input else DEMO_CLIP
+    if args.stage == "frontend":
+        result = _bench_frontend(args, source)
+    else:
+        result = _bench_device(args, source)
     if args.json_out:
         write_output(args.json_out, lambda p: p.write_text(json.dumps(result, indent=2) + "\n"))
         print(f"wrote {args.json_out}", file=sys.stderr)
     return 0
 
 
-bench = Command("bench", "benchmark the device pipeline", _bench_configure, _bench_run)
+bench = Command("bench", "benchmark the device: per-stage latency, CPU, memory, end to end",
+                _bench_configure, _bench_run)
 
 
 # -- classify --------------------------------------------------------------------------
@@ -136,6 +177,8 @@ def _classify_run(args: argparse.Namespace) -> int:
         for s in states:
             mark = "*" if s.changed else " "
             print(f"  {s.t_s:7.1f} s {mark} {s.genre:<12} {100 * s.confidence:5.1f}%")
+    if failures == len(args.files):
+        return 2  # nothing classified: a usage error, like every other one
     return 1 if failures else 0
 
 

@@ -8,14 +8,9 @@ imports it.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import logging
-import os
-import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DeviceError, GenreEdgeError
+from .native import native_stderr_to_log
 
 log = logging.getLogger(__name__)
 
@@ -193,29 +189,6 @@ class Model:
         for i, w in enumerate(windows):
             out[i] = self.predict(w)
         return out
-
-
-@contextlib.contextmanager
-def native_stderr_to_log() -> Iterator[None]:
-    """Route what the TFLite C++ runtime prints on fd 2 ("INFO: Created TensorFlow Lite
-    XNNPACK delegate for CPU.") to the debug log, so that errors stay one line."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): leave it alone
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            for line in tmp.read().decode(errors="replace").splitlines():
-                if line.strip():
-                    log.debug("tflite: %s", line.strip())
 
 
 def _no_xnnpack_resolver(backend: Backend) -> Any:

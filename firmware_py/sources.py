@@ -344,9 +344,10 @@ class MicrophoneSource(Source):
     def _find(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         fix = "use --device NAME|INDEX"
         if not inputs:
+            wanted = "" if self.device_spec is None else f" (wanted --device {self.device_spec!r})"
             raise DeviceError(
-                "no audio input device found (PortAudio lists none): plug in a microphone, "
-                "or play a file with --input FILE"
+                f"no audio input device found{wanted}: PortAudio lists none: plug in a "
+                "microphone, or play a file with --input FILE"
             )
         spec = self.device_spec
         if spec is None:
