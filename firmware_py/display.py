@@ -1,0 +1,464 @@
+"""A live display page served by the device process: ``listen --http 127.0.0.1:8080``.
+
+Endpoints::
+
+    /          the page (HTML, CSS and JS inline; no CDN, no framework), sized for an
+               800x480 Raspberry Pi touchscreen in kiosk mode, fine in any browser
+    /events    Server-Sent Events: one ``data:`` message (the snapshot below) per change,
+               a ``: ping`` comment every ``heartbeat_s`` when nothing changes
+    /state     the latest snapshot as JSON
+    /healthz   ``{"ok": true, ...}``: the server is up (says nothing about the audio)
+
+The snapshot is ``{"seq", "online", "model", "labels", "state"}``; ``state`` is the last
+payload given to :meth:`DisplayServer.update` (``None`` before the first window).
+
+Threads. :meth:`DisplayServer.update` runs on the device loop: it encodes the snapshot
+once, swaps it in under a lock and notifies a condition variable; it never touches a
+socket, so no client can slow the device loop down. Each SSE client has its own handler
+thread that waits on the condition and sends only the *newest* snapshot, so a slow client
+skips states instead of queueing them (no memory grows per client) and a client that stops
+reading is dropped after ``send_timeout_s``. The number of SSE clients is bounded.
+
+Standard library only: this runs on the Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import logging
+import math
+import re
+import select
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_SNAPSHOT_MARK = "/*__SNAPSHOT__*/null"
+_PEER_CHECK_S = 1.0  # how often an idle SSE handler looks for a closed client
+
+
+def parse_http_address(text: str) -> tuple[str, int]:
+    """``"host:port"`` (``"[::1]:8080"`` for IPv6) -> ``(host, port)``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the bad value and the expected form.
+    """
+    example = "use host:port, e.g. 127.0.0.1:8080"
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"bad HTTP address {text!r}: {example}")
+    value = text.strip()
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"bad HTTP address {value!r}: missing host or port; {example}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"bad HTTP address {value!r}: {host!r} is not an IPv6 address; "
+                              f"{example}") from None
+    elif ":" in host:
+        raise ConfigError(
+            f"bad HTTP address {value!r}: put an IPv6 host in brackets, e.g. [::1]:8080"
+        )
+    else:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            if not _HOSTNAME_RE.match(host):
+                raise ConfigError(f"bad HTTP address {value!r}: {host!r} is not a host name or "
+                                  f"IP address; {example}") from None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(
+            f"bad HTTP address {value!r}: the port must be a number from 1 to 65535; {example}"
+        )
+    return host, int(port_text)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf (a digitally silent level is -inf dBFS) become null, because
+    the browser's JSON.parse rejects the ``-Infinity`` Python would write."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (bool, int, str)) or obj is None:
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalar
+        return _finite(obj.item())
+    return str(obj)
+
+
+def _csp_hash(source: str) -> str:
+    digest = hashlib.sha256(source.encode("utf-8")).digest()
+    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+
+
+class _Page:
+    """The page template, read once; the CSP allows exactly its inline script and style."""
+
+    def __init__(self) -> None:
+        html = resources.files("firmware_py").joinpath("assets/display.html").read_text("utf-8")
+        if _SNAPSHOT_MARK not in html:
+            raise RuntimeError("display.html lacks the snapshot placeholder")
+        self.head, self.tail = html.split(_SNAPSHOT_MARK, 1)
+        # The snapshot sits in a non-executed <script type="application/json">, so only the
+        # <style> and the code <script> need hashes; nothing else may run or load.
+        styles = re.findall(r"<style>(.*?)</style>", html, re.S)
+        scripts = re.findall(r"<script>(.*?)</script>", html, re.S)
+        self.csp = (
+            "default-src 'none'; connect-src 'self'; img-src 'self' data:; "
+            f"style-src {' '.join(_csp_hash(s) for s in styles)}; "
+            f"script-src {' '.join(_csp_hash(s) for s in scripts)}; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        )
+
+    def render(self, snapshot_json: str) -> bytes:
+        # "</" inside the JSON would end the <script> element early.
+        safe = snapshot_json.replace("</", "<\\/")
+        return (self.head + safe + self.tail).encode("utf-8")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client never keeps the process alive
+    block_on_close = False  # stop() must not wait for SSE handlers
+    allow_reuse_address = True
+    display: DisplayServer
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup that can stall
+        # start-up for seconds on a Pi without network; the name is never used here.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "genre-edge"
+    # Socket timeout for reads and writes: a client that stops reading an SSE stream
+    # fills its socket buffer, then the write times out and its slot is freed.
+    timeout = 10.0
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version: nothing for a scanner to match
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
+        log.debug("http %s: " + format, self.address_string(), *args)
+
+    def do_HEAD(self) -> None:
+        self._route(head=True)
+
+    def do_GET(self) -> None:
+        self._route(head=False)
+
+    def _route(self, *, head: bool) -> None:
+        display = self.server.display
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/index.html"):
+            page = display._page
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8",
+                       page.render(display._snapshot_text()), head=head,
+                       extra={"Content-Security-Policy": page.csp})
+        elif path == "/state":
+            self._send(HTTPStatus.OK, "application/json", display._snapshot_bytes(), head=head)
+        elif path == "/healthz":
+            body = json.dumps(display.health()).encode()
+            self._send(HTTPStatus.OK, "application/json", body, head=head)
+        elif path == "/events" and not head:
+            display._serve_events(self)
+        else:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n", head=head)
+
+    def _send(self, status: HTTPStatus, ctype: str, body: bytes, *, head: bool = False,
+              extra: Mapping[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+        except OSError:  # the client went away: nothing to tell it
+            pass
+
+
+class DisplayServer:
+    """Serves the live display page and pushes every state to connected browsers.
+
+    Parameters
+    ----------
+    host, port : str, int
+        Where to listen; port 0 picks a free port (see :attr:`port`). Keep the host on
+        loopback unless the page must be reachable from other machines: there is no login.
+    labels : list of str
+        The model's labels, in the bundle's order (one bar each, in this order).
+    model_name : str
+        Shown in the page header.
+    max_clients : int
+        Concurrent ``/events`` streams; more get HTTP 503 and retry later.
+    heartbeat_s : float
+        Seconds between ``: ping`` comments on an idle stream (keeps proxies and NAT
+        from closing it and detects clients that vanished).
+    send_timeout_s : float
+        A client whose socket accepts nothing for this long is dropped.
+
+    Usage::
+
+        display = DisplayServer("127.0.0.1", 8080, labels=bundle.labels, model_name=bundle.name)
+        display.start()
+        display.update(payload)      # once per hop, from the device loop; never blocks
+        display.set_online(False)    # the audio stream stopped
+        display.stop()
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        labels: list[str],
+        model_name: str,
+        max_clients: int = 8,
+        heartbeat_s: float = 15.0,
+        send_timeout_s: float = 10.0,
+    ) -> None:
+        if not 0 <= int(port) <= 65535:
+            raise ConfigError(f"bad HTTP port {port!r}: use 1 to 65535 (0 picks a free port)")
+        if max_clients < 1 or heartbeat_s <= 0 or send_timeout_s <= 0:
+            raise ConfigError("bad display options: need max_clients >= 1, heartbeat_s > 0, "
+                              "send_timeout_s > 0")
+        self.host = host
+        self._requested_port = int(port)
+        self.labels = list(labels)
+        self.model_name = model_name
+        self.max_clients = int(max_clients)
+        self.heartbeat_s = float(heartbeat_s)
+        self.send_timeout_s = float(send_timeout_s)
+        self._page = _Page()
+        self._cond = threading.Condition(threading.Lock())
+        self._seq = 0
+        self._online = True
+        self._state: dict[str, Any] | None = None
+        self._updated_at: float | None = None  # monotonic time of the last update()
+        self._closing = False
+        self._clients: set[socket.socket] = set()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._encode_locked()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (differs from the requested one when that was 0)."""
+        if self._server is not None:
+            return int(self._server.server_address[1])
+        return self._requested_port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def clients(self) -> int:
+        """Open ``/events`` streams."""
+        with self._cond:
+            return len(self._clients)
+
+    def start(self) -> None:
+        """Bind and serve on a daemon thread.
+
+        Raises
+        ------
+        ConfigError
+            The address cannot be bound (in use, not an address of this machine, ...).
+        """
+        if self._server is not None:
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        server_cls = type("_BoundServer", (_Server,), {"address_family": family})
+        try:
+            server = server_cls((self.host, self._requested_port), _Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve the display on {self.host}:{self._requested_port} "
+                f"({exc.strerror or exc}): pick another --http host:port"
+            ) from None
+        server.display = self
+        with self._cond:
+            self._closing = False
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.5},
+            name="genre-edge-display", daemon=True,
+        )
+        self._thread.start()
+        log.info("display: serving %s", self.url)
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Close every stream and the listening socket (browsers then show "offline")."""
+        server, self._server = self._server, None
+        with self._cond:
+            self._closing = True
+            clients = list(self._clients)
+            self._cond.notify_all()
+        # Handlers may be blocked in a write to a client that stopped reading: shutting
+        # the socket down wakes them now instead of after send_timeout_s.
+        for sock in clients:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def update(self, payload: Mapping[str, Any]) -> None:
+        """Publish a new state (the device loop's per-hop payload). Never blocks on clients."""
+        state = _finite(payload)
+        with self._cond:
+            self._state = state
+            self._updated_at = time.monotonic()
+            self._changed_locked()
+
+    def set_online(self, online: bool) -> None:
+        """Device availability: False when the audio stream stopped (the page says offline)."""
+        with self._cond:
+            if self._online == bool(online):
+                return
+            self._online = bool(online)
+            self._changed_locked()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The current snapshot as a dict (what ``/state`` returns)."""
+        return json.loads(self._snapshot_bytes())
+
+    def health(self) -> dict[str, Any]:
+        with self._cond:
+            age = None if self._updated_at is None else time.monotonic() - self._updated_at
+            return {
+                "ok": True,
+                "online": self._online,
+                "clients": len(self._clients),
+                "seq": self._seq,
+                "last_update_age_s": None if age is None else round(age, 2),
+            }
+
+    # ------------------------------------------------------------------ internals
+
+    def _changed_locked(self) -> None:
+        self._seq += 1
+        self._encode_locked()
+        self._cond.notify_all()
+
+    def _encode_locked(self) -> None:
+        # Encoded once per change, shared by /state, the page and every stream, so the
+        # per-client cost is a write of ready bytes.
+        text = json.dumps({
+            "seq": self._seq,
+            "online": self._online,
+            "model": self.model_name,
+            "labels": self.labels,
+            "state": self._state,
+        }, separators=(",", ":"), allow_nan=False)
+        self._text = text
+        self._frame = f"id: {self._seq}\ndata: {text}\n\n".encode()
+
+    def _snapshot_text(self) -> str:
+        with self._cond:
+            return self._text
+
+    def _snapshot_bytes(self) -> bytes:
+        return self._snapshot_text().encode()
+
+    def _serve_events(self, handler: _Handler) -> None:
+        sock = handler.connection
+        with self._cond:
+            full = len(self._clients) >= self.max_clients or self._closing
+            if not full:
+                self._clients.add(sock)
+        if full:
+            handler._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8",
+                          b"too many display clients\n", extra={"Retry-After": "5"})
+            return
+        try:
+            sock.settimeout(self.send_timeout_s)
+            handler.send_response(HTTPStatus.OK)
+            handler.send_header("Content-Type", "text/event-stream")
+            handler.send_header("Cache-Control", "no-store")
+            handler.send_header("Connection", "close")
+            handler.send_header("X-Accel-Buffering", "no")  # reverse proxies: do not buffer
+            handler.end_headers()
+            # retry: the browser reconnects 2 s after losing the stream.
+            handler.wfile.write(b"retry: 2000\n\n")
+            self._stream(handler)
+        except OSError as exc:  # client gone, or stopped reading for send_timeout_s
+            log.debug("display: SSE client %s dropped (%s)", handler.address_string(), exc)
+        finally:
+            with self._cond:
+                self._clients.discard(sock)
+            handler.close_connection = True
+
+    def _stream(self, handler: _Handler) -> None:
+        sent = -1
+        next_ping = time.monotonic() + self.heartbeat_s
+        while True:
+            with self._cond:
+                # Wake at least once a second to notice a browser that closed the stream
+                # (reload, tab closed), so its slot is free long before the next heartbeat.
+                self._cond.wait_for(
+                    lambda last=sent: self._seq != last or self._closing,
+                    timeout=min(_PEER_CHECK_S, max(0.0, next_ping - time.monotonic())),
+                )
+                if self._closing:
+                    return
+                frame = None
+                if self._seq != sent:
+                    frame, sent = self._frame, self._seq
+            if frame is None:
+                if time.monotonic() < next_ping:
+                    if _peer_closed(handler.connection):
+                        return
+                    continue
+                frame = b": ping\n\n"
+            # Outside the lock: a slow socket delays only this client.
+            handler.wfile.write(frame)
+            handler.wfile.flush()
+            next_ping = time.monotonic() + self.heartbeat_s
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the client closed its side (an SSE client never sends after the request)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
