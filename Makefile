@@ -44,6 +44,17 @@ test: sysdeps $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(PY) -m ruff check firmware_py training converter tests
 
+# The bundled default model, reproduced from the real-music set (seeded; ~20-30 min on 2 cores).
+DATA ?= $(or $(GENRE_EDGE_DATA),../shared/data)
+DEFAULT_MODEL := firmware_py/models/default
+default-model: $(VENV)/.dev
+	$(VENV)/bin/genre-edge train --data $(DATA)/music --genres classical,electronic,pop,rock \
+	  --seed 0 --out runs/default --overwrite
+	rm -rf $(DEFAULT_MODEL).new
+	$(VENV)/bin/genre-edge convert runs/default --out $(DEFAULT_MODEL).new --name genre-edge-default --seed 0
+	$(PY) -m converter.model_card runs/default $(DEFAULT_MODEL).new --command "make default-model"
+	rm -rf $(DEFAULT_MODEL) && mv $(DEFAULT_MODEL).new $(DEFAULT_MODEL)
+
 bench: $(VENV)/.dev
 	$(VENV)/bin/genre-edge bench frontend --json bench-frontend.json
 

@@ -10,7 +10,9 @@
    probability differences; a drop over 1 point is a warning;
 4. checks the graph against the Edge TPU rules, and compiles it when
    ``edgetpu_compiler`` is on PATH;
-5. writes the bundle (``firmware_py.bundle.write_bundle``) with every figure above.
+5. quantises the embedding sub-model (input -> the pooled layer before the classifier
+   Dense) with the same representative windows, for ``genre-edge index`` / ``similar``;
+6. writes the bundle (``firmware_py.bundle.write_bundle``) with every figure above.
 """
 
 from __future__ import annotations
@@ -158,6 +160,54 @@ def compare(
     return out
 
 
+def embedding_layer(model: Any) -> Any:
+    """The pooled penultimate layer: ``gap`` (edge model), else the classifier Dense's input.
+
+    Dropout between the pooling and the classifier is the identity at inference, so the
+    pooling output is what the classifier sees.
+    """
+    import keras
+
+    names = {layer.name for layer in model.layers}
+    if "gap" in names:
+        return model.get_layer("gap")
+    dense = (model.get_layer("logits") if "logits" in names
+             else next((la for la in reversed(model.layers)
+                        if isinstance(la, keras.layers.Dense)), None))
+    if dense is None:
+        raise GenreEdgeError(f"model {model.name} has no classifier Dense layer to take "
+                             "embeddings before: use a genre-edge architecture")
+    # The layer that produced the Dense's input (skipping Dropout, the identity here).
+    producer = dense.input._keras_history.operation
+    while isinstance(producer, keras.layers.Dropout):
+        producer = producer.input._keras_history.operation
+    return producer
+
+
+def embedding_submodel(model: Any) -> Any:
+    """A Keras model from the classifier's input to its pooled embedding (shared weights)."""
+    import keras
+
+    layer = embedding_layer(model)
+    return keras.Model(model.inputs, layer.output, name=f"{model.name}_embedding")
+
+
+def compare_embeddings(keras_model: Any, tflite_model: Model, windows: np.ndarray) -> dict[str, Any]:
+    """Float Keras vs int8 TFLite embeddings of the same windows (cosine similarity)."""
+    ef = np.asarray(keras_model.predict(windows[..., None], verbose=0, batch_size=64),
+                    dtype=np.float64)
+    eq = tflite_model.predict_many(windows).astype(np.float64)
+    nf = np.linalg.norm(ef, axis=1)
+    nq = np.linalg.norm(eq, axis=1)
+    cos = (ef * eq).sum(1) / np.maximum(nf * nq, 1e-12)
+    return {
+        "windows": int(len(windows)),
+        "dim": int(ef.shape[1]),
+        "cosine_mean": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+    }
+
+
 def default_smoothing() -> dict[str, Any]:
     try:
         from firmware_py.smoothing import SmoothingParams
@@ -182,7 +232,7 @@ def convert_run(
     import keras
 
     import training.models  # noqa: F401  (registers the custom layers)
-    from training.dataset import load_run_splits
+    from training.dataset import eval_windows, load_run_splits
 
     if representative < MIN_REPRESENTATIVE:
         raise GenreEdgeError(
@@ -206,6 +256,8 @@ def convert_run(
                                  representative, seed)
     log.info("calibrating on %d representative windows", len(rep))
     int8_bytes = to_int8(model, rep)
+    embedder = embedding_submodel(model)
+    embedding_bytes = to_int8(embedder, rep)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
@@ -229,6 +281,22 @@ def convert_run(
         tpu = check_model(int8_path)
         compiled, compile_note = compile_for_edgetpu(int8_path, tmp_dir)
 
+        embedding_path = tmp_dir / "model_embedding.tflite"
+        embedding_path.write_bytes(embedding_bytes)
+        embedding_tflite = Model(embedding_path, threads=os.cpu_count() or 1)
+        check_windows = np.concatenate([
+            eval_windows(t, frontend.window_frames, hop_frames)[:4] for t in eval_tracks
+        ])
+        embedding_tpu = check_model(embedding_path)
+        embedding = {
+            "layer": embedding_layer(model).name,
+            "model_bytes": len(embedding_bytes),
+            "output_dtype": str(embedding_tflite.output_dtype),
+            "float_vs_int8": compare_embeddings(embedder, embedding_tflite, check_windows),
+            "edgetpu": {k: v for k, v in embedding_tpu.to_dict().items() if k != "ops"},
+        }
+        embedding["edgetpu"]["model"] = "model_embedding.tflite"
+
         quant = {
             "representative_windows": int(len(rep)),
             "model_bytes": len(int8_bytes),
@@ -242,6 +310,7 @@ def convert_run(
             "quantization": quant,
             "verification": verification,
             "edgetpu": {k: v for k, v in tpu.to_dict().items() if k != "ops"},
+            "embedding": embedding,
         }
         metrics["edgetpu"]["compiled"] = compiled is not None
         metrics["edgetpu"]["note"] = compile_note if compiled is None else "compiled"
@@ -259,9 +328,12 @@ def convert_run(
             out_dir, model=int8_path, labels=labels, frontend=frontend, hop_s=hop_s,
             smoothing=run.get("smoothing") or default_smoothing(), provenance=provenance,
             metrics=metrics, name=name or out_dir.name, edgetpu_model=compiled,
-            float_model=float_path,
+            float_model=float_path, embedding_model=embedding_path,
         )
-    (out_dir / "edgetpu_report.txt").write_text(tpu.table() + "\n" + tpu.summary() + "\n")
+    (out_dir / "edgetpu_report.txt").write_text(
+        tpu.table() + "\n" + tpu.summary() + "\n\nembedding model (model_embedding.tflite):\n"
+        + embedding_tpu.table() + "\n" + embedding_tpu.summary() + "\n"
+    )
     load_bundle(out_dir)  # the bundle we wrote must validate and run
     return {"metrics": metrics, "edgetpu_table": tpu.table(), "bundle": str(out_dir)}
 
@@ -284,6 +356,15 @@ def format_report(report: dict[str, Any]) -> str:
         f"Edge TPU: {e['summary']}",
         f"  {e['note']}",
     ]
+    emb = m.get("embedding")
+    if emb:
+        fv = emb["float_vs_int8"]
+        lines += [
+            f"embedding model ({emb['layer']}, {fv['dim']}-d): {emb['model_bytes'] / 1024:.1f} KB "
+            f"int8; float-vs-int8 cosine mean {fv['cosine_mean']:.4f} min "
+            f"{fv['cosine_min']:.4f} on {fv['windows']} windows",
+            f"  Edge TPU: {emb['edgetpu']['summary']}",
+        ]
     for key in ("window_drop_points", "track_drop_points"):
         if v[key] > DROP_WARNING_POINTS:
             lines.append(

@@ -8,6 +8,8 @@ Layout::
       model.tflite           full-integer int8 model (always)
       model_edgetpu.tflite   Edge TPU-compiled model (when edgetpu_compiler was run)
       model_float.tflite     float32 model (optional, for comparisons)
+      model_embedding.tflite int8 track-embedding model: input -> pooled layer before the
+                             classifier (optional; ``genre-edge index`` / ``similar``)
 
 The device takes every front-end and label setting from the manifest, so a
 front-end mismatch between training and serving cannot happen; ``load_bundle``
@@ -29,11 +31,12 @@ from .features import FrontendParams
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-MODEL_KEYS = ("model", "edgetpu_model", "float_model")
+MODEL_KEYS = ("model", "edgetpu_model", "float_model", "embedding")
 DEFAULT_FILENAMES = {
     "model": "model.tflite",
     "edgetpu_model": "model_edgetpu.tflite",
     "float_model": "model_float.tflite",
+    "embedding": "model_embedding.tflite",
 }
 REQUIRED_KEYS = ("schema_version", "labels", "frontend", "inference", "files")
 FIX = "re-create it with 'genre-edge convert' or re-install genre-edge"
@@ -80,12 +83,16 @@ class Bundle:
         """
         from .inference import Model
 
-        key = "edgetpu_model" if edgetpu and "edgetpu_model" in self.files else which
+        use_tpu_model = edgetpu and which == "model" and "edgetpu_model" in self.files
+        key = "edgetpu_model" if use_tpu_model else which
         path = self.file(key)
         if path is None:
             raise BundleError(f"bundle {self.path} has no {key}: {FIX}")
         model = Model(path, threads=threads, edgetpu=edgetpu, backend=backend, xnnpack=xnnpack)
-        check_model_shapes(self, model)
+        if key == "embedding":
+            check_embedding_shapes(self, model)
+        else:
+            check_model_shapes(self, model)
         return model
 
 
@@ -97,16 +104,31 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_model_shapes(bundle: Bundle, model: Any) -> None:
-    """The model's input must be one front-end window, its output one score per label."""
+def _check_input_shape(bundle: Bundle, model: Any, what: str = "model") -> None:
     fe = bundle.frontend
     want_in = {(1, fe.window_frames, fe.n_mels, 1), (1, fe.window_frames, fe.n_mels)}
     if tuple(model.input_shape) not in want_in:
         raise BundleError(
-            f"bundle {bundle.path}: model input shape {list(model.input_shape)} does not match "
+            f"bundle {bundle.path}: {what} input shape {list(model.input_shape)} does not match "
             f"the front-end ({fe.window_frames} frames x {fe.n_mels} mels): model and manifest "
             f"were mixed up; {FIX}"
         )
+
+
+def check_embedding_shapes(bundle: Bundle, model: Any) -> None:
+    """The embedding model takes one front-end window and gives one vector ``(1, dim)``."""
+    _check_input_shape(bundle, model, "embedding model")
+    shape = tuple(model.output_shape)
+    if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
+        raise BundleError(
+            f"bundle {bundle.path}: embedding model output shape {list(shape)} is not one "
+            f"vector (1, dim): {FIX}"
+        )
+
+
+def check_model_shapes(bundle: Bundle, model: Any) -> None:
+    """The model's input must be one front-end window, its output one score per label."""
+    _check_input_shape(bundle, model)
     n_out = model.output_shape[-1]
     if n_out != len(bundle.labels):
         raise BundleError(
@@ -233,6 +255,8 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
     )
     if check_model:
         bundle.open_model()  # loads the interpreter and checks shapes; raises on mismatch
+        if "embedding" in bundle.files:
+            bundle.open_model(which="embedding")
     return bundle
 
 
@@ -249,6 +273,7 @@ def write_bundle(
     name: str = "",
     edgetpu_model: str | Path | None = None,
     float_model: str | Path | None = None,
+    embedding_model: str | Path | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Copy model files into ``out_dir`` and write a manifest with their hashes."""
@@ -260,7 +285,9 @@ def write_bundle(
             f"cannot create bundle directory {out} ({exc.strerror}): choose a writable --out"
         ) from None
     files: dict[str, dict[str, Any]] = {}
-    for key, src in (("model", model), ("edgetpu_model", edgetpu_model), ("float_model", float_model)):
+    sources = (("model", model), ("edgetpu_model", edgetpu_model), ("float_model", float_model),
+               ("embedding", embedding_model))
+    for key, src in sources:
         if src is None:
             continue
         src = Path(src)

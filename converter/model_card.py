@@ -1,0 +1,181 @@
+"""The model card of a bundle: ``python -m converter.model_card RUN BUNDLE [--command TEXT]``.
+
+Writes ``BUNDLE/MODEL_CARD.md`` from the run (``run.json``, ``report.json``,
+``report-val.json``) and the bundle manifest (int8 verification, Edge TPU report), so every
+figure in the card is one the reproduce command measured. The data section quotes the
+sources and terms of ``../shared/data/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from firmware_py.bundle import load_bundle
+
+DATA_TERMS = """\
+- **GTZAN** (G. Tzanetakis and P. Cook, "Musical genre classification of audio signals", IEEE
+  TSAP 2002): 30 s excerpts; distributed for research use, the recordings remain their owners'
+  copyright.
+- **Emotify** (A. Aljanaki, F. Wiering, R. C. Veltkamp, "Studying emotion induced by music through
+  a crowdsourcing game", Information Processing & Management, 2015): one-minute excerpts of music
+  from the Magnatune label, distributed for non-commercial research with attribution.
+
+Both were decoded, mixed to mono, resampled to 16 kHz and stored as Ogg Opus (~32 kb/s) in the
+project's shared data folder. The model's weights are derived from these recordings: use it for
+research and personal, non-commercial purposes."""
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _confusion(labels: list[str], matrix: list[list[int]]) -> list[str]:
+    lines = ["| true \\ predicted | " + " | ".join(labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    for label, row in zip(labels, matrix, strict=True):
+        lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
+    return lines
+
+
+def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
+    run = json.loads((run_dir / "run.json").read_text())
+    test = json.loads((run_dir / "report.json").read_text())
+    val_path = run_dir / "report-val.json"
+    val = json.loads(val_path.read_text()) if val_path.is_file() else None
+    splits = json.loads((run_dir / "splits.json").read_text()) if (run_dir / "splits.json").is_file() else {}
+    bundle = load_bundle(bundle_dir)
+    m = bundle.metrics
+    ver = m["verification"]
+    tpu = m["edgetpu"]
+    quant = m["quantization"]
+    labels = bundle.labels
+    fe = bundle.frontend
+    train = run.get("train", {})
+
+    counts = []
+    for split in ("train", "val", "test"):
+        tracks = splits.get(split) or []
+        per = {g: 0 for g in labels}
+        for t in tracks:
+            g = t.get("label") if isinstance(t, dict) else t[-1]
+            if g in per:
+                per[g] += 1
+        if tracks and any(per.values()):
+            counts.append(f"| {split} | " + " | ".join(str(per[g]) for g in labels)
+                          + f" | {sum(per.values())} |")
+    lines = [
+        f"# Model card: {bundle.name}",
+        "",
+        "The default model shipped with genre-edge (`firmware_py/models/default`): it classifies "
+        "~3 s windows of music into " + ", ".join(labels) + "; the device averages and smooths the "
+        "window probabilities (see the README).",
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        f"Seeded (seed {run.get('seed')}); trained on this project's CPU-only workstation "
+        f"(2 cores) in {run.get('train_time_s', 0) / 60:.1f} min. Built from commit "
+        f"`{bundle.provenance.get('commit')}` on {bundle.provenance.get('created')}.",
+        "",
+        "## Data",
+        "",
+        f"Genres {', '.join(labels)} of the project's real-music set (`shared/data/music`), with "
+        "its manifest's track-level split (20% test, 10% val per genre and source, by a hash of "
+        "the path): windows of one track never cross splits.",
+        "",
+    ]
+    if counts:
+        lines += ["| split | " + " | ".join(labels) + " | tracks |",
+                  "|---|" + "---|" * (len(labels) + 1), *counts, ""]
+    else:
+        tr = run.get("tracks", {})
+        lines += [f"Tracks: {tr.get('train')} train, {tr.get('val')} val, {tr.get('test')} test.", ""]
+    lines += [
+        "Sources and terms:", "", DATA_TERMS, "",
+        "## Front-end and model",
+        "",
+        f"Log-mel: {fe.sample_rate} Hz mono, {fe.win_length}-sample {fe.window} window "
+        f"({1000 * fe.win_length / fe.sample_rate:.0f} ms), hop {fe.hop_length} "
+        f"({1000 * fe.hop_length / fe.sample_rate:.0f} ms), n_fft {fe.n_fft}, {fe.n_mels} mel bands "
+        f"{fe.fmin:g}-{fe.fmax:g} Hz, power in dB; model window {fe.window_frames} frames "
+        f"({fe.window_s:.2f} s), inference every {bundle.hop_s:g} s.",
+        "",
+        f"Architecture `{run.get('arch')}` (training/models.py): {run.get('parameters', 0):,} "
+        f"parameters; int8 TFLite {quant['model_bytes'] / 1024:.1f} KB (weights per channel, "
+        f"int8 activations, int8 input and output), calibrated on "
+        f"{quant['representative_windows']} real training windows. Training: up to "
+        f"{train.get('epochs')} epochs (best epoch {run.get('best_epoch')}, chosen on validation "
+        f"track accuracy), batch {train.get('batch_size')}, {train.get('crops_per_track')} random "
+        "crops per track per epoch, augmentation (gain, time/frequency masks, mixup, simulated "
+        "room and microphone).",
+        "",
+        "## Accuracy (held-out test split)",
+        "",
+        "| | float (Keras) | int8 (TFLite, shipped) |",
+        "|---|---|---|",
+        f"| window accuracy ({ver['windows']} windows) | {_pct(ver['float_window_accuracy'])} "
+        f"| {_pct(ver['int8_window_accuracy'])} |",
+        f"| track accuracy, mean vote ({ver['tracks']} tracks) | {_pct(ver['float_track_accuracy'])} "
+        f"| {_pct(ver['int8_track_accuracy'])} |",
+        f"| macro-F1 (tracks) | {test.get('macro_f1', 0):.3f} | |",
+        "",
+        f"float -> int8 drop (float minus int8): track accuracy {ver['track_drop_points']:+.2f} points, window "
+        f"{ver['window_drop_points']:+.2f} points; top-1 agreement {_pct(ver['top1_agreement'])}; "
+        f"probability difference max {ver['max_prob_diff']:.3f}, mean {ver['mean_prob_diff']:.4f}.",
+        "",
+    ]
+    if val:
+        lines += [f"Validation split ({val['tracks']} tracks): window {_pct(val['window_accuracy'])}, "
+                  f"track {_pct(val['track_accuracy_mean_vote'])} (float).", ""]
+    lines += ["Per class (int8, tracks, rows true):", "",
+              *_confusion(labels, ver["int8_track_confusion"]), ""]
+    per = test.get("per_class") or {}
+    if per:
+        lines += ["| genre | precision | recall | F1 |", "|---|---|---|---|"]
+        for g in labels:
+            c = per.get(g, {})
+            lines.append(f"| {g} | {c.get('precision', 0):.2f} | {c.get('recall', 0):.2f} "
+                         f"| {c.get('f1', 0):.2f} |")
+        lines.append("")
+    lines += [
+        "## Coral Edge TPU",
+        "",
+        f"{tpu['summary']} (graph walk against the Edge TPU's supported-operations rules, "
+        "`genre-edge edgetpu-check`). "
+        + ("Compiled model included." if tpu.get("compiled") else
+           "Not compiled here (no `edgetpu_compiler` on this machine): " + tpu.get("note", "")),
+        "",
+        "## Limits",
+        "",
+        "- Four genres only; anything else is forced into one of them (the device publishes "
+        "`unknown` when no genre is confident).",
+        "- Trained on studio recordings; the room/microphone augmentation approximates playback "
+        "through a speaker into a cheap microphone, but accuracy in a real room is not measured here.",
+        "- Small test split (tens of tracks per genre): a track is worth 1-6 points of per-class "
+        "accuracy.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m converter.model_card")
+    p.add_argument("run")
+    p.add_argument("bundle")
+    p.add_argument("--command", default="make default-model", help="the reproduce command to quote")
+    args = p.parse_args(argv)
+    text = render(Path(args.run), Path(args.bundle), args.command)
+    (Path(args.bundle) / "MODEL_CARD.md").write_text(text)
+    print(f"wrote {Path(args.bundle) / 'MODEL_CARD.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
