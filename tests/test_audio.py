@@ -128,3 +128,31 @@ def test_scipy_reference_unchanged() -> None:
     x = np.random.default_rng(0).standard_normal(4410).astype(np.float32)
     ref = scipy.signal.resample_poly(x, 160, 441)
     assert np.allclose(resample(x, 44100, 16000), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("src, dst", [(44100, 16000), (48000, 16000), (8000, 16000), (22050, 16000),
+                                      (96000, 16000), (16000, 44100)])
+def test_numpy_resampler_matches_scipy_resample_poly(src: int, dst: int) -> None:
+    """The device resamples without scipy.signal (80 MB of RSS): same taps, same output."""
+    from fractions import Fraction
+
+    from firmware_py.audio import _design_filter
+
+    f = Fraction(dst, src)
+    up, down = f.numerator, f.denominator
+    m = max(up, down)
+    ref_taps = scipy.signal.firwin(20 * m + 1, 1.0 / m, window=("kaiser", 5.0)) * up
+    np.testing.assert_allclose(_design_filter(up, down), ref_taps, atol=1e-12)
+    x = np.random.default_rng(src).standard_normal(src * 2 + 7).astype(np.float32)
+    ref = scipy.signal.resample_poly(x, up, down, window=("kaiser", 5.0))
+    got = resample(x, src, dst)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert np.max(np.abs(got - ref)) < 1e-5
+
+
+def test_periodic_windows_match_scipy() -> None:
+    from firmware_py.features import periodic_window
+
+    for name in ("hann", "hamming", "blackman"):
+        ref = scipy.signal.get_window(name, 400, fftbins=True)
+        np.testing.assert_allclose(periodic_window(name, 400), ref, atol=1e-12)
