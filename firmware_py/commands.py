@@ -102,7 +102,7 @@ def _bench_frontend(args: argparse.Namespace, source: Path) -> dict:
 
 
 def _bench_device(args: argparse.Namespace, source: Path) -> dict:
-    from .bench.suite import format_table, run_bench, stderr_progress
+    from .bench.suite import failures, format_table, run_bench, stderr_progress
     from .bundle import default_bundle_path
 
     seconds = 20.0 if args.seconds is None else args.seconds
@@ -115,6 +115,8 @@ def _bench_device(args: argparse.Namespace, source: Path) -> dict:
     result = run_bench(args.bundle or default_bundle_path(), source, seconds=seconds,
                        mqtt_url=args.mqtt, command=" ".join(command), progress=stderr_progress)
     print(format_table(result), flush=True)
+    for failure in failures(result):
+        print(f"genre-edge: bench: {failure}", file=sys.stderr)
     return result
 
 
@@ -129,6 +131,10 @@ def _bench_run(args: argparse.Namespace) -> int:
     if args.json_out:
         write_output(args.json_out, lambda p: p.write_text(json.dumps(result, indent=2) + "\n"))
         print(f"wrote {args.json_out}", file=sys.stderr)
+    if args.stage == "device":
+        from .bench.suite import failures
+
+        return 1 if failures(result) else 0  # "not present" is fine; a failed section is not
     return 0
 
 

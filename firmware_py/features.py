@@ -182,9 +182,10 @@ def _load_rfft() -> Callable[[np.ndarray], np.ndarray]:
         import importlib.util
         import os
 
-        import scipy
-
-        folder = os.path.join(os.path.dirname(scipy.__file__), "fft", "_pocketfft")
+        spec = importlib.util.find_spec("scipy")  # finds the package, does not run it
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("scipy not found")
+        folder = os.path.join(list(spec.submodule_search_locations)[0], "fft", "_pocketfft")
         name = next(f for f in os.listdir(folder) if f.startswith("pypocketfft") and
                     f.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)))
         loader = importlib.machinery.ExtensionFileLoader("pypocketfft", os.path.join(folder, name))

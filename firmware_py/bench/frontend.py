@@ -76,8 +76,14 @@ def run_frontend_bench(
     audio = np.ascontiguousarray(audio[:n], dtype=np.float32)
     audio_s = n / params.sample_rate
 
+    from .system import blas_threads
+
     result: dict[str, Any] = {
         "audio_s": audio_s,
+        # CPU time counts OpenBLAS worker threads spinning beside a matmul: with more than
+        # one BLAS thread the window-recomputing references (big matmuls) look costlier
+        # than they are. OPENBLAS_NUM_THREADS=1 is the fair, single-core comparison.
+        "blas_threads": blas_threads(),
         "audio_source": source,
         "repeats": repeats,
         "inference_hop_s": hop_s,
@@ -120,4 +126,8 @@ def format_table(result: dict[str, Any]) -> str:
              f"{'method':<{width}}  CPU ms per audio s"]
     lines += [f"{name:<{width}}  {fmt(v)}" for name, v in rows]
     lines.append(f"{'speedup vs librosa (1024 blocks)':<{width}}  {fmt(result['speedup_vs_librosa'])}x")
+    if str(result.get("blas_threads", "")).startswith("not present"):
+        lines.append("note: OPENBLAS_NUM_THREADS is not set: CPU time includes BLAS threads "
+                     "spinning on other cores; run with OPENBLAS_NUM_THREADS=1 for the "
+                     "single-core comparison")
     return "\n".join(lines)
