@@ -1,0 +1,169 @@
+"""Tune the smoother on real music: ``python -m converter.tune_smoothing BUNDLE --data DIR``.
+
+The two targets pull against each other: few changes while one genre plays (steady
+music), and a quick follow when the genre really changes. This plays held-out clips of
+the manifest's ``--split`` (default ``val``: never tune on test) through the bundle's
+int8 model exactly as ``listen`` would (the window probabilities of back-to-back clips,
+straddling windows included) and, for every point of a small grid of smoothing knobs,
+measures:
+
+* ``changes_per_10min``: published changes after the first lock, over >= minutes of
+  music of one genre (the clips of each genre the model classifies right at track
+  level, played back to back; the smoother cannot fix a wrong model);
+* ``follow_6s``: the share of genre changes (pairs of such clips of two genres)
+  published within 6 s of the boundary, and the median delay.
+
+It prints the Pareto front and the point it recommends (fewest changes among those
+within 1 point of the best ``follow_6s`` that keep <= 1 change per 10 minutes, else
+the best trade-off), as ``[smoothing]`` TOML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware_py.audio import load_audio
+from firmware_py.bundle import load_bundle
+from firmware_py.features import logmel, windows
+from firmware_py.smoothing import SmoothingParams, run_smoother
+
+GRID: dict[str, list[Any]] = {
+    "average_windows": [3, 4],
+    "enter_threshold": [0.4, 0.5, 0.6],
+    "min_top_windows": [2, 3],
+    "surprise_margin": [0.3, 0.4, 0.5, 0.6],
+    "segment_windows": [20, 40, 80],
+    "min_dwell_s": [3.0, 5.0],
+}
+
+
+def _probs(bundle: Any, model: Any, audio: np.ndarray) -> np.ndarray:
+    fe = bundle.frontend
+    return model.predict_many(windows(logmel(audio, fe), fe.window_frames, bundle.hop_frames))
+
+
+def prepare(bundle_dir: str, data: str, split: str, pairs_per_genre_pair: int = 3) -> dict[str, Any]:
+    bundle = load_bundle(bundle_dir)
+    model = bundle.open_model()
+    music = Path(data)
+    with open(music / "manifest.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == split and r["genre"] in bundle.labels]
+    tracks = [(r["genre"], load_audio(music / r["path"], bundle.frontend.sample_rate)) for r in rows]
+    correct = [(g, a) for g, a in tracks
+               if bundle.labels[int(_probs(bundle, model, a).mean(0).argmax())] == g]
+    steady = {}
+    for g in bundle.labels:
+        audio = [a for gg, a in correct if gg == g]
+        if audio:
+            steady[g] = _probs(bundle, model, np.concatenate(audio))
+    pairs = []
+    for g1, g2 in itertools.permutations(bundle.labels, 2):
+        a1 = [a for g, a in correct if g == g1]
+        a2 = [a for g, a in correct if g == g2]
+        for k in range(min(pairs_per_genre_pair, len(a1), len(a2))):
+            boundary_s = a1[k].shape[0] / bundle.frontend.sample_rate
+            pairs.append((g1, g2, boundary_s, _probs(bundle, model, np.concatenate([a1[k], a2[k]]))))
+    return {"bundle": bundle, "labels": bundle.labels, "steady": steady, "pairs": pairs,
+            "tracks": len(tracks), "correct": len(correct)}
+
+
+def evaluate(data: dict[str, Any], params: SmoothingParams) -> dict[str, float]:
+    labels = data["labels"]
+    bundle = data["bundle"]
+    t0 = bundle.frontend.window_s
+    changes = 0
+    minutes = 0.0
+    for g, probs in data["steady"].items():
+        states = run_smoother(labels, probs, params=params, hop_s=bundle.hop_s, t0_s=t0)
+        first = next((i for i, s in enumerate(states) if s.genre == g), None)
+        if first is None:
+            changes += 10
+            continue
+        changes += sum(s.changed for s in states[first + 1 :])
+        minutes += len(probs) * bundle.hop_s / 60
+    delays = []
+    for _g1, g2, boundary_s, probs in data["pairs"]:
+        states = run_smoother(labels, probs, params=params, hop_s=bundle.hop_s, t0_s=t0)
+        follow = next((s.t_s for s in states if s.t_s > boundary_s and s.genre == g2), None)
+        delays.append(np.inf if follow is None else follow - boundary_s)
+    d = np.array(delays)
+    return {
+        "changes_per_10min": changes / max(minutes, 1e-9) * 10,
+        "follow_6s": float(np.mean(d <= 6.0)) if d.size else float("nan"),
+        "median_delay_s": float(np.median(d)) if d.size else float("nan"),
+        "minutes": minutes,
+        "pairs": int(d.size),
+    }
+
+
+def search(data: dict[str, Any], grid: dict[str, list[Any]] = GRID) -> list[tuple[dict, dict]]:
+    out = []
+    base = SmoothingParams()
+    keys = list(grid)
+    for values in itertools.product(*grid.values()):
+        knobs = dict(zip(keys, values, strict=True))
+        if knobs["min_top_windows"] > knobs["average_windows"]:
+            continue
+        try:
+            params = base.replace(**knobs, leave_threshold=min(base.leave_threshold, knobs["enter_threshold"]),
+                                  unknown_threshold=min(base.unknown_threshold, knobs["enter_threshold"]))
+        except Exception:  # noqa: BLE001 - an invalid combination: skip it
+            continue
+        out.append((knobs, evaluate(data, params)))
+    return out
+
+
+def pareto(results: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    ordered = sorted(results, key=lambda r: (-r[1]["follow_6s"], r[1]["changes_per_10min"]))
+    front, best = [], float("inf")
+    for r in ordered:
+        if r[1]["changes_per_10min"] < best:
+            best = r[1]["changes_per_10min"]
+            front.append(r)
+    return front
+
+
+def recommend(results: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    ok = [r for r in results if r[1]["changes_per_10min"] <= 1.0]
+    if ok:
+        top = max(r[1]["follow_6s"] for r in ok)
+        near = [r for r in ok if r[1]["follow_6s"] >= top - 0.01]
+        return min(near, key=lambda r: (r[1]["changes_per_10min"], r[1]["median_delay_s"]))
+    return max(results, key=lambda r: r[1]["follow_6s"] - 0.1 * r[1]["changes_per_10min"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m converter.tune_smoothing", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle")
+    p.add_argument("--data", required=True, help="the real-music folder holding manifest.csv")
+    p.add_argument("--split", default="val", help="clips to tune on (default val; never test)")
+    args = p.parse_args(argv)
+    data = prepare(args.bundle, args.data, args.split)
+    print(f"{args.split}: {data['correct']} of {data['tracks']} clips classified right; "
+          f"{sum(len(v) for v in data['steady'].values()) / 60:.1f} min of steady music, "
+          f"{len(data['pairs'])} genre changes", file=sys.stderr)
+    base = evaluate(data, SmoothingParams())
+    print(f"current defaults: {base}")
+    results = search(data)
+    print("Pareto front (follow within 6 s vs changes per 10 min of one genre):")
+    for knobs, m in pareto(results):
+        print(f"  follow {100 * m['follow_6s']:5.1f}%  median {m['median_delay_s']:5.1f} s  "
+              f"changes {m['changes_per_10min']:5.2f}/10 min  {knobs}")
+    knobs, m = recommend(results)
+    print(f"recommended: {m}")
+    print("[smoothing]")
+    for k, v in knobs.items():
+        print(f"{k} = {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
