@@ -15,6 +15,29 @@ ARCHS = ("edge", "dong2018", "hku", "despois", "pelchat2019")
 ARCH_WINDOW_FRAMES = {"edge": 300, "dong2018": 300, "hku": 200, "despois": 128, "pelchat2019": 256}
 
 
+#: Defaults of fit and augmentation settings, kept here so that --help needs no TensorFlow;
+#: keep them equal to ``training.fit.TrainConfig`` and ``training.augment.AugmentParams``.
+TRAIN_DEFAULTS = {"ema": 0.0, "balance": False}
+AUGMENT_DEFAULTS = {"room_p": 0.0, "mixup_p": 0.0}
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _momentum(text: str) -> float:
+    value = _probability(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be below 1, got {text}")
+    return value
+
+
 def _positive(kind: type):
     def parse(text: str):
         try:
@@ -53,16 +76,29 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
     f = p.add_argument_group("fit")
     f.add_argument("--out", required=True, help="run folder to write (model.keras, run.json, ...)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    f.add_argument("--epochs", type=_positive(int), default=40, help="maximum epochs (default 40)")
+    f.add_argument("--epochs", type=_positive(int), default=24, help="maximum epochs (default 24)")
     f.add_argument("--batch-size", type=_positive(int), default=64, help="windows per step (64)")
-    f.add_argument("--crops-per-track", type=_positive(int), default=8,
-                   help="random training windows per track and epoch (default 8)")
+    f.add_argument("--crops-per-track", type=_positive(int), default=16,
+                   help="random training windows per track and epoch (default 16)")
     f.add_argument("--lr", type=_positive(float), help="peak learning rate (default: the preset's)")
-    f.add_argument("--patience", type=_positive(int), default=12,
-                   help="early stopping: epochs without a better validation track accuracy (12)")
+    f.add_argument("--patience", type=_positive(int), default=10,
+                   help="early stopping: epochs without a better validation track accuracy (10), "
+                        "never before half of --epochs")
     f.add_argument("--seed", type=int, default=0, help="seed of splits, crops, augmentation, weights")
     f.add_argument("--no-augment", action="store_true", help="no augmentation and no mixup")
     f.add_argument("--no-mixup", action="store_true", help="augmentation without mixup")
+    f.add_argument("--room-p", type=_probability, default=AUGMENT_DEFAULTS["room_p"],
+                   help="share of windows through the simulated room / microphone chain "
+                        f"(default {AUGMENT_DEFAULTS['room_p']:g})")
+    f.add_argument("--mixup-p", type=_probability, default=AUGMENT_DEFAULTS["mixup_p"],
+                   help=f"share of mixed batches (default {AUGMENT_DEFAULTS['mixup_p']:g})")
+    f.add_argument("--ema", type=_momentum, default=TRAIN_DEFAULTS["ema"],
+                   help="momentum of the moving average of the weights that is validated and "
+                        f"saved; 0 turns it off (default {TRAIN_DEFAULTS['ema']:g})")
+    f.add_argument("--balance", action=argparse.BooleanOptionalAction, default=TRAIN_DEFAULTS["balance"],
+                   help="draw as many windows from every genre per epoch; --no-balance weighs the "
+                        "loss per genre instead (default: "
+                        f"{'--balance' if TRAIN_DEFAULTS['balance'] else '--no-balance'})")
     f.add_argument("--threads", type=int, default=0, help="TensorFlow threads (default: all cores)")
     f.add_argument("--distribute", default="none", choices=["none", "mirrored"],
                    help="mirrored: tf.distribute.MirroredStrategy over all GPUs")
@@ -110,14 +146,15 @@ def _train_run(args: argparse.Namespace) -> int:
 
     from .fit import TrainConfig, train
 
-    aug = AugmentParams.none() if args.no_augment else AugmentParams()
+    aug = (AugmentParams.none() if args.no_augment
+           else AugmentParams(room_p=args.room_p, mixup_p=args.mixup_p))
     if args.no_mixup:
         aug = dataclasses.replace(aug, mixup_alpha=0.0, mixup_p=0.0)
     cfg = TrainConfig(
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
         crops_per_track=args.crops_per_track, learning_rate=args.lr, patience=args.patience,
         seed=args.seed, threads=args.threads, distribute=args.distribute,
-        mixed_precision=args.mixed_precision, augment=aug)
+        mixed_precision=args.mixed_precision, ema=args.ema, balance=args.balance, augment=aug)
     run = train(spec, splits, labels, frontend, out, cfg, cache_dir=cache_dir,
                 verbose=0 if args.quiet else 1)
     if not args.no_evaluate:

@@ -57,8 +57,10 @@ class TrainConfig:
         Label smoothing of the cross-entropy.
     patience : int
         Stop after this many epochs without a better validation track accuracy.
-    min_epochs : int
-        Never stop early before this epoch.
+    min_epochs : int or None
+        Never stop early before this epoch (default: half of ``epochs``, so the
+        cosine schedule gets to its low learning rates, where the tiny validation set
+        stops being noisy).
     seed : int
         Seed of everything random (crops, augmentation, initialisation).
     hop_s : float
@@ -69,25 +71,33 @@ class TrainConfig:
         ``none`` or ``mirrored`` (``tf.distribute.MirroredStrategy`` over all GPUs).
     mixed_precision : str
         ``auto`` (float16 compute on a GPU), ``on`` or ``off``.
+    ema : float
+        Momentum of an exponential moving average of the weights (0: off); validation,
+        checkpoints and the exported model use the averaged weights.
+    balance : bool
+        Draw the same number of training windows from every class per epoch (tracks of
+        small classes are visited more often) instead of weighting the loss per class.
     augment : AugmentParams
         Augmentation strengths.
     """
 
     arch: str = "edge"
-    epochs: int = 40
+    epochs: int = 24
     batch_size: int = 64
-    crops_per_track: int = 8
+    crops_per_track: int = 16
     learning_rate: float | None = None
     warmup_epochs: float = 2.0
     weight_decay: float = 1e-3
     label_smoothing: float = 0.05
-    patience: int = 12
-    min_epochs: int = 5
+    patience: int = 10
+    min_epochs: int | None = None
     seed: int = 0
     hop_s: float = 1.0
     threads: int = 0
     distribute: str = "none"
     mixed_precision: str = "auto"
+    ema: float = 0.0
+    balance: bool = False
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +161,17 @@ class WindowSampler:
 
     def epoch_samples(self) -> np.ndarray:
         idx = np.repeat(np.arange(len(self.features)), self.cfg.crops_per_track)
+        if self.cfg.balance:
+            # Same number of windows per class: every track of a class equally often, the
+            # remainder drawn at random without replacement.
+            per_class = len(idx) // self.n_labels
+            picks = []
+            for c in range(self.n_labels):
+                tracks = np.flatnonzero(self.labels == c)
+                reps, rest = divmod(per_class, len(tracks))
+                picks.append(np.repeat(tracks, reps))
+                picks.append(self.rng.choice(tracks, rest, replace=False))
+            idx = np.concatenate(picks)
         return self.rng.permutation(idx)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -228,13 +249,14 @@ def _use_mixed_precision(tf: Any, mode: str) -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def _optimizer(keras: Any, name: str, schedule: Any, weight_decay: float) -> Any:
+def _optimizer(keras: Any, name: str, schedule: Any, weight_decay: float, ema: float = 0.0) -> Any:
+    kw: dict[str, Any] = {"use_ema": True, "ema_momentum": ema} if ema > 0 else {}
     if name == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay, **kw)
     if name == "adam":
-        return keras.optimizers.Adam(schedule)
+        return keras.optimizers.Adam(schedule, **kw)
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(schedule)
+        return keras.optimizers.RMSprop(schedule, **kw)
     raise ValueError(f"unknown optimizer {name}")
 
 
@@ -310,6 +332,8 @@ def train(
     features = [np.ascontiguousarray(t.features(), dtype=np.float32) for t in train_tracks]
     mean, std = band_stats(train_tracks)
     weights = class_weights([t.label for t in train_tracks], n_labels)
+    if cfg.balance:
+        weights = np.ones_like(weights)
     sampler = WindowSampler(features, [t.label for t in train_tracks], n_labels, wf, cfg,
                             frontend, weights)
 
@@ -340,7 +364,7 @@ def train(
             peak_lr * 0.05 if warmup else peak_lr, max(1, total_steps - warmup), alpha=0.01,
             warmup_target=peak_lr if warmup else None, warmup_steps=warmup)
         model.compile(
-            optimizer=_optimizer(keras, preset.optimizer, schedule, cfg.weight_decay),
+            optimizer=_optimizer(keras, preset.optimizer, schedule, cfg.weight_decay, cfg.ema),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
         )
@@ -389,7 +413,8 @@ def train(
                       f"(majority {row['val_track_accuracy_majority']:.3f})  val loss {row['val_loss']:.3f}  "
                       f"lr {row['lr']:.2e}  [{time.time() - t0:.1f} s eval, {row['elapsed_s']:.0f} s]"
                       f"{'  *best' if improved else ''}", flush=True)
-            if state["waited"] >= cfg.patience and epoch + 1 >= cfg.min_epochs:
+            min_epochs = cfg.min_epochs if cfg.min_epochs is not None else cfg.epochs // 2
+            if state["waited"] >= cfg.patience and epoch + 1 >= min_epochs:
                 if verbose:
                     print(f"early stop: no better validation track accuracy for {cfg.patience} epochs",
                           flush=True)
@@ -399,7 +424,11 @@ def train(
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     fit_verbose = 0 if not verbose else (1 if sys.stdout.isatty() else 0)
     model.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, verbose=fit_verbose,
-              callbacks=[TrackLevelCheckpoint()])
+              callbacks=[
+                  # EMA weights in the model from the end of each epoch (validation and
+                  # checkpoint) to the start of the next; must run before the checkpoint.
+                  *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []),
+                  TrackLevelCheckpoint()])
     if mixed:
         keras.mixed_precision.set_global_policy("float32")
 

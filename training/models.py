@@ -112,7 +112,7 @@ def _conv_bn(x: Any, filters: int, kernel: int | tuple[int, int], *, strides: in
     return layers.Activation(activation, name=f"{name}_{activation}")(x)
 
 
-def build_edge(window_frames: int, n_mels: int, n_labels: int, *, width: int = 32,
+def build_edge(window_frames: int, n_mels: int, n_labels: int, *, width: int = 40,
                dropout: float = 0.3) -> keras.Model:
     """Our Edge TPU / int8 model (see the module docstring)."""
     inputs, x = _input(window_frames, n_mels)

@@ -1,0 +1,96 @@
+"""Compare finished runs: one Markdown table of size and accuracy (``python -m training.compare RUN...``).
+
+For every run it reads ``run.json`` and ``report.json`` (evaluate first) and converts
+``model.keras`` to full-integer int8 TFLite (with real training windows as the
+representative set) to measure its size and its single-thread latency per window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def int8_figures(run_dir: Path, representative: int = 64) -> dict[str, Any]:
+    """Size (bytes) and 1-thread latency (ms per window) of the run's int8 TFLite model."""
+    import keras
+
+    import training.models  # noqa: F401
+    from converter.quantize import to_int8
+    from training.dataset import eval_windows, load_run_splits
+
+    run = json.loads((run_dir / "run.json").read_text())
+    wf = int(run["frontend"]["window_frames"])
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    rng = np.random.default_rng(0)
+    train = load_run_splits(run_dir)["train"]
+    picks = rng.choice(len(train), size=min(representative, len(train)), replace=False)
+    rep = []
+    for i in picks:
+        w = eval_windows(train[i], wf, wf)
+        rep.append(w[rng.integers(len(w))][..., None])
+    blob = to_int8(model, rep)
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=blob, num_threads=1)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    it.set_tensor(inp["index"], np.zeros(inp["shape"], dtype=inp["dtype"]))
+    for _ in range(3):
+        it.invoke()
+    n = 20
+    t0 = time.perf_counter()
+    for _ in range(n):
+        it.invoke()
+    return {"int8_bytes": len(blob), "int8_ms_per_window": (time.perf_counter() - t0) / n * 1000}
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of the comparison rows."""
+    head = ("| preset | input (frames x mels) | parameters | int8 size | int8 ms/window (1 thread) "
+            "| epochs run (max) | window acc | track acc (mean vote) | track acc (majority) "
+            "| macro-F1 | train time |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['arch']} | {r['input']} | {r['parameters']:,} | {r['int8_bytes'] / 1024:.0f} KB "
+            f"| {r['int8_ms_per_window']:.2f} | {r['epochs_run']} ({r['epochs_max']}) "
+            f"| {r['window_accuracy']:.3f} | {r['track_accuracy_mean_vote']:.3f} "
+            f"| {r['track_accuracy_majority_vote']:.3f} | {r['macro_f1']:.3f} "
+            f"| {r['train_time_s'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="run folders (evaluated on test)")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    a = p.parse_args(argv)
+    rows = []
+    for r in a.runs:
+        run_dir = Path(r)
+        run = json.loads((run_dir / "run.json").read_text())
+        report = json.loads((run_dir / "report.json").read_text())
+        row = {
+            "run": run_dir.name, "arch": run["arch"],
+            "input": f"{run['frontend']['window_frames']} x {run['frontend']['n_mels']}",
+            "parameters": report["parameters"], "epochs_run": run["epochs_run"],
+            "epochs_max": run["train"]["epochs"], "train_time_s": run["train_time_s"],
+            **{k: report[k] for k in ("window_accuracy", "track_accuracy_mean_vote",
+                                      "track_accuracy_majority_vote", "macro_f1")},
+        }
+        row.update(int8_figures(run_dir))
+        rows.append(row)
+    print(table(rows))
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
