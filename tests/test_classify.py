@@ -1,0 +1,69 @@
+"""``genre-edge classify`` with the bundled default model on real held-out music."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from firmware_py.bundle import default_bundle_path, load_bundle
+from firmware_py.classify import classify_file
+from firmware_py.cli import main
+from tests.paths import MUSIC, clip, manifest_rows
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(default_bundle_path())
+
+
+def test_bundled_model_is_small_int8_and_fully_edgetpu_mappable(bundle) -> None:
+    model = bundle.open_model()
+    assert model.input_dtype == np.int8 and model.output_dtype == np.int8
+    assert bundle.file("model").stat().st_size <= 250 * 1024
+    assert bundle.metrics["edgetpu"]["all_mappable"] is True
+    assert bundle.labels == ["classical", "electronic", "pop", "rock"]
+
+
+def test_classify_test_split_matches_the_model_card(bundle) -> None:
+    """Every held-out track of the manifest's test split, through the device code path."""
+    rows = [r for r in manifest_rows(split="test") if r["genre"] in bundle.labels]
+    assert len(rows) >= 90
+    model = bundle.open_model()
+    correct = 0
+    confusion = np.zeros((len(bundle.labels),) * 2, dtype=int)
+    for r in rows:
+        result = classify_file(MUSIC / r["path"], bundle, model)
+        correct += result.genre == r["genre"]
+        confusion[bundle.labels.index(r["genre"]), bundle.labels.index(result.genre)] += 1
+    accuracy = correct / len(rows)
+    card = bundle.metrics["verification"]["int8_track_accuracy"]
+    # Same windows, same interpreter: only decoding/resampling differences remain.
+    assert abs(accuracy - card) <= 0.03, (accuracy, card, confusion.tolist())
+    assert accuracy > 1 / len(bundle.labels) + 0.3  # far above chance
+
+
+def test_classify_json_lines(capsys) -> None:
+    files = [clip("classical", 0, "test"), clip("rock", 0, "test")]
+    assert main(["classify", "--json", *map(str, files)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["file"] for r in records] == [str(f) for f in files]
+    for r in records:
+        assert set(r) >= {"file", "genre", "confidence", "probabilities"}
+        assert abs(sum(r["probabilities"].values()) - 1.0) < 0.02
+        assert r["confidence"] == max(r["probabilities"].values())
+        assert r["genre"] == max(r["probabilities"], key=r["probabilities"].get)
+
+
+def test_classify_timeline_and_errors(capsys, tmp_path) -> None:
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00not audio")
+    path = clip("rock", 1, "test")
+    code = main(["classify", "--timeline", str(path), str(bad)])
+    captured = capsys.readouterr()
+    assert code == 1  # one file failed, the other was still classified
+    assert str(path) in captured.out and "rock" in captured.out
+    assert "  s " not in captured.err
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "broken.wav" in err[0]

@@ -1,0 +1,101 @@
+"""The smoothing targets on real music: held-out clips played back to back.
+
+Real clips of the manifest's test split go through the bundled int8 model as ``listen``
+would (the windows of back-to-back clips, straddling windows included; the streaming
+front-end equals the batch one, tests/test_features.py) and through the smoother with
+the bundle's defaults (tuned on the *validation* split by converter/tune_smoothing.py):
+
+* steady music: the clips of each genre that the model classifies right at track level
+  (the smoother cannot fix a wrong model), back to back: 62 minutes in all (classical
+  22, rock 21, electronic 11, pop 8): published changes after the first lock, per 10
+  minutes;
+* real changes: 36 pairs of such clips of two different genres: the delay from the
+  boundary to the first publication of the new genre.
+
+Measured with the shipped bundle (test split): 2.56 changes per 10 minutes; 53% of the
+changes followed within 6 s, median 6.0 s. Plain averaging + hysteresis (the design
+before the segment average) on the same clips: 15.7 changes per 10 minutes, 64% within
+6 s. The issue's targets (<= 1 change per 10 minutes and every change within 6 s) are
+not met by this model: its window accuracy (71%) leaves confident error streaks of 5-10
+windows inside songs that no causal smoother can tell from a real change within 6 s.
+The targets are kept below as strict expected failures, so that a better model that
+meets them turns this file red until the expectation is updated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from converter.tune_smoothing import evaluate, prepare
+from firmware_py.bundle import default_bundle_path
+from firmware_py.pipeline import Pipeline
+from firmware_py.smoothing import SmoothingParams
+from tests.paths import MUSIC, require_music
+
+CLASSIC = SmoothingParams(min_dwell_s=5.0, min_top_windows=3, surprise_margin=0.0)
+
+
+@pytest.fixture(scope="module")
+def played():
+    return prepare(str(default_bundle_path()), str(require_music()), "test")
+
+
+@pytest.fixture(scope="module")
+def shipped(played) -> dict[str, float]:
+    return evaluate(played, SmoothingParams.from_dict(played["bundle"].smoothing))
+
+
+def test_enough_real_music_is_played(played, shipped) -> None:
+    assert shipped["minutes"] >= 40 and shipped["pairs"] >= 30
+    minutes = {g: len(p) * played["bundle"].hop_s / 60 for g, p in played["steady"].items()}
+    # classical 22, rock 21, electronic 11, pop 8 minutes with the shipped model
+    assert sum(m >= 10 for m in minutes.values()) >= 3, minutes
+
+
+def test_segment_smoothing_is_far_steadier_than_plain_averaging(played, shipped) -> None:
+    classic = evaluate(played, CLASSIC)
+    assert shipped["changes_per_10min"] <= 0.4 * classic["changes_per_10min"], (shipped, classic)
+    assert shipped["changes_per_10min"] <= 4.0, shipped  # measured 2.56
+    assert shipped["median_delay_s"] <= 8.0, shipped  # measured 6.0
+    assert shipped["follow_6s"] >= 0.4, shipped  # measured 0.53
+
+
+@pytest.mark.xfail(strict=True, reason="model window accuracy 71%: measured 2.56 changes "
+                   "per 10 min of steady music (target <= 1)")
+def test_target_at_most_one_change_per_ten_minutes(shipped) -> None:
+    assert shipped["changes_per_10min"] <= 1.0
+
+
+@pytest.mark.xfail(strict=True, reason="model window accuracy 71%: measured 53% of real "
+                   "changes followed within 6 s, median 6.0 s (target: all)")
+def test_target_every_real_change_followed_within_six_seconds(shipped) -> None:
+    assert shipped["follow_6s"] >= 0.99
+
+
+def test_device_pipeline_follows_classical_to_rock(played) -> None:
+    """The same through the device's streaming Pipeline, 0.1 s blocks, for one real pair."""
+    from firmware_py.audio import load_audio
+    from tests.paths import manifest_rows
+
+    bundle = played["bundle"]
+    model = bundle.open_model()
+    rate = bundle.frontend.sample_rate
+
+    def first_right(genre: str) -> np.ndarray:
+        from firmware_py.classify import classify_file
+
+        for r in manifest_rows(genre, "test"):
+            if classify_file(MUSIC / r["path"], bundle, model).genre == genre:
+                return load_audio(MUSIC / r["path"], rate)
+        pytest.fail(f"no {genre} test clip classified right")
+
+    a, b = first_right("classical"), first_right("rock")
+    pipeline = Pipeline(bundle, model)
+    audio = np.concatenate([a, b])
+    step = rate // 10
+    states = [r.state for i in range(0, audio.shape[0], step) for r in pipeline.push(audio[i : i + step])]
+    boundary_s = a.shape[0] / rate
+    assert [s for s in states if s.t_s <= boundary_s][-1].genre == "classical"
+    follow = next(s.t_s for s in states if s.t_s > boundary_s and s.genre == "rock")
+    assert follow - boundary_s <= 8.0
