@@ -120,11 +120,11 @@ class Stats:
 
 def make_publisher(config: Any, bundle: Bundle) -> Any:
     """An MQTT publisher for ``config.mqtt`` (None when no broker URL is set)."""
-    from .mqtt import MqttPublisher, MqttSettings
-
     m = config.mqtt
     if not m.url:
-        return None
+        return None  # without MQTT, paho and ssl (~9 MB resident) are never imported
+    from .mqtt import MqttPublisher, MqttSettings
+
     settings = MqttSettings(
         url=m.url, username=m.username, password=m.password, ca_file=m.ca_file,
         cert_file=m.cert_file, key_file=m.key_file, tls_insecure=m.tls_insecure,
