@@ -17,7 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TextIO
+
+import numpy as np
 
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .errors import DeviceError, GenreEdgeError
@@ -145,6 +148,40 @@ def make_display(config: Any, bundle: Bundle) -> Any:
     return DisplayServer(host, port, labels=bundle.labels, model_name=bundle.name)
 
 
+class SoundsLike:
+    """The indexed track nearest to the last ``window_s`` of audio, every ``every_s``.
+
+    Runs the bundle's int8 embedding model on the same windows as the classifier (one
+    more ~0.3 ms inference per hop) and keeps the newest answer for every payload.
+    """
+
+    def __init__(self, config: Any, bundle: Bundle, threads: int) -> None:
+        from collections import deque
+
+        from .similarity import Index, open_embedding_model
+
+        self.index = Index.load(config.index)
+        self.index.check_model(bundle, config.index)
+        self.model = open_embedding_model(bundle, threads=threads)
+        self.every_hops = max(1, round(config.every_s / bundle.hop_s))
+        self.recent: Any = deque(maxlen=max(1, round(config.window_s / bundle.hop_s)))
+        self.hops = 0
+        self.current: dict[str, Any] | None = None
+
+    def update(self, window: np.ndarray, silent: bool) -> dict[str, Any] | None:
+        from .similarity import pool_windows
+
+        if not silent:
+            self.recent.append(self.model.predict(window))
+        self.hops += 1
+        if self.recent and self.hops % self.every_hops == 0:
+            best = self.index.query(pool_windows(np.stack(self.recent)), top=1)
+            if best:
+                self.current = {"path": Path(best[0].path).name,
+                                "similarity": round(float(best[0].similarity), 4)}
+        return self.current
+
+
 def run_listen(
     config: Any,
     *,
@@ -180,6 +217,9 @@ def run_listen(
         sinks.append(on_payload)
     publisher = make_publisher(config, bundle)  # validates MQTT settings before any I/O
     display = make_display(config, bundle)
+    similarity = getattr(config, "similarity", None)
+    sounds_like = (SoundsLike(similarity, bundle, config.inference.threads)
+                   if similarity is not None and similarity.index else None)
     source = open_source(config.source, bundle.frontend.sample_rate, sd_module=sd_module)
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -222,6 +262,10 @@ def run_listen(
             for result in pipeline.push(block):
                 stats.add(result)
                 payload = state_payload(result, bundle.labels, bundle.name)
+                if sounds_like is not None:
+                    payload["sounds_like"] = sounds_like.update(
+                        pipeline.ring.latest(pipeline.ring.capacity),
+                        result.state.genre == "silence")
                 for sink in sinks:
                     sink(payload)
             if hup.is_set() and reload is not None:

@@ -184,6 +184,26 @@ class OutputConfig:
 
 
 @dataclass
+class SimilarityConfig:
+    """"Sounds like": publish the indexed track nearest to what is playing.
+
+    Attributes
+    ----------
+    index : str or None
+        An index made by ``genre-edge index FOLDER --out INDEX`` with the same bundle;
+        None turns the feature off.
+    every_s : float
+        Seconds between look-ups.
+    window_s : float
+        Seconds of recent audio whose window embeddings are averaged for the look-up.
+    """
+
+    index: str | None = None
+    every_s: float = 10.0
+    window_s: float = 30.0
+
+
+@dataclass
 class Config:
     """Everything ``genre-edge listen`` needs besides the bundle's own settings.
 
@@ -206,6 +226,7 @@ class Config:
     smoothing: dict[str, Any] = field(default_factory=dict)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (contains the password: use :meth:`redacted` for logs)."""
@@ -232,6 +253,7 @@ _SECTIONS: dict[str, type] = {
     "inference": InferenceConfig,
     "mqtt": MqttConfig,
     "output": OutputConfig,
+    "similarity": SimilarityConfig,
 }
 _TOP_LEVEL = ("bundle", "log_level")
 _ALL_SECTIONS = (*_SECTIONS, "smoothing")
@@ -332,6 +354,8 @@ def _http_ok(value: str) -> bool:
 _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "log_level": (lambda v: v.lower() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
     "source.block_s": (lambda v: 0.001 <= v <= 10.0, "between 0.001 and 10 seconds"),
+    "similarity.every_s": (lambda v: 1.0 <= v <= 3600.0, "between 1 and 3600 seconds"),
+    "similarity.window_s": (lambda v: 3.0 <= v <= 600.0, "between 3 and 600 seconds"),
     "source.device_rate": (lambda v: 1000 <= v <= 768000, "a sample rate in Hz (e.g. 48000)"),
     "source.retry_s": (lambda v: v > 0, "> 0 seconds"),
     "source.stall_timeout_s": (lambda v: v > 0, "> 0 seconds"),

@@ -268,3 +268,34 @@ def test_listen_refused_credentials_is_one_line(broker_factory) -> None:
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("genre-edge: error:"), out.stderr
     assert "wrong-password" not in out.stderr
+
+
+def test_listen_publishes_sounds_like_from_an_index(tmp_path: Path, mqtt_broker, mqtt_subscriber) -> None:
+    import shutil
+
+    from firmware_py.bundle import default_bundle_path, load_bundle
+    from firmware_py.similarity import build_index, open_embedding_model
+    from tests.paths import clip
+
+    library = tmp_path / "music"
+    library.mkdir()
+    shutil.copy(DEMO_CLIP, library / "the-demo.opus")
+    for genre in ("classical", "electronic", "pop"):
+        shutil.copy(clip(genre, 0, "test"), library / f"{genre}.opus")
+    bundle = load_bundle(default_bundle_path())
+    build_index(library, tmp_path / "index.npz", bundle, open_embedding_model(bundle))
+    sub = mqtt_subscriber(mqtt_broker, (f"{PREFIX}/state",))
+    config = load_config(env={}, overrides={
+        "source.input": str(DEMO_CLIP), "source.realtime": False, "mqtt.url": mqtt_broker.url,
+        "mqtt.device_id": "testdev", "similarity.index": str(tmp_path / "index.npz"),
+        "similarity.every_s": 2.0, "similarity.window_s": 10.0,
+    })
+    got: list[dict] = []
+    with open(os.devnull, "w") as devnull:
+        assert run_listen(config, on_payload=got.append, console=devnull) == 0
+    looked_up = [p["sounds_like"] for p in got if p.get("sounds_like")]
+    assert looked_up, "no look-up was published"
+    assert looked_up[-1]["path"] == "the-demo.opus" and looked_up[-1]["similarity"] > 0.9
+    sub.wait_count(f"{PREFIX}/state", len(got), timeout=10)
+    late = mqtt_subscriber(mqtt_broker, (f"{PREFIX}/state",))
+    assert late.wait_for(f"{PREFIX}/state", timeout=5).json()["sounds_like"]["path"] == "the-demo.opus"
