@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from firmware_py.bundle import load_bundle
 
@@ -30,6 +31,27 @@ research and personal, non-commercial purposes."""
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _augmentation(aug: dict[str, Any]) -> str:
+    """The augmentation a run really used, from its ``train.augment`` settings."""
+    if not aug:
+        return "none"
+    parts = []
+    if aug.get("gain_db"):
+        parts.append(f"gain +-{aug['gain_db']:g} dB")
+    if aug.get("time_masks") or aug.get("freq_masks"):
+        parts.append(f"{aug.get('time_masks', 0)} time masks <= {aug.get('time_mask_frames', 0)} "
+                     f"frames and {aug.get('freq_masks', 0)} frequency masks <= "
+                     f"{aug.get('freq_mask_bands', 0)} bands")
+    if aug.get("mixup_p"):
+        parts.append(f"mixup on {100 * aug['mixup_p']:.0f}% of batches")
+    if aug.get("room_p"):
+        parts.append(f"simulated room and microphone on {100 * aug['room_p']:.0f}% of windows")
+    else:
+        parts.append("no mixup and no room/microphone simulation" if not aug.get("mixup_p")
+                     else "no room/microphone simulation")
+    return ", ".join(parts)
 
 
 def _confusion(labels: list[str], matrix: list[list[int]]) -> list[str]:
@@ -112,8 +134,7 @@ def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
         f"{quant['representative_windows']} real training windows. Training: up to "
         f"{train.get('epochs')} epochs (best epoch {run.get('best_epoch')}, chosen on validation "
         f"track accuracy), batch {train.get('batch_size')}, {train.get('crops_per_track')} random "
-        "crops per track per epoch, augmentation (gain, time/frequency masks, mixup, simulated "
-        "room and microphone).",
+        f"crops per track per epoch; augmentation: {_augmentation(train.get('augment') or {})}.",
         "",
         "## Accuracy (held-out test split)",
         "",
@@ -155,8 +176,9 @@ def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
         "",
         "- Four genres only; anything else is forced into one of them (the device publishes "
         "`unknown` when no genre is confident).",
-        "- Trained on studio recordings; the room/microphone augmentation approximates playback "
-        "through a speaker into a cheap microphone, but accuracy in a real room is not measured here.",
+        "- Trained and tested on studio recordings; accuracy through a speaker into a cheap "
+        "microphone in a real room is not measured here (train with `--room-p 0.3` to add the "
+        "simulated room and microphone chain).",
         "- Small test split (tens of tracks per genre): a track is worth 1-6 points of per-class "
         "accuracy.",
         "",
