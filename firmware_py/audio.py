@@ -67,7 +67,9 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
         return x
     n_out = -(-x.shape[0] * up // down)
     rs = StreamingResampler(source_rate, target_rate)
-    block = max(4096, source_rate)
+    # Small blocks: push() builds an (outputs x taps) gather matrix, ~1 MB at 8192 samples
+    # in, where a whole second at 48 kHz would briefly cost ~16 MB of resident memory.
+    block = 8192
     parts = [rs.push(x[i : i + block]) for i in range(0, x.shape[0], block)]
     parts.append(rs.push(np.zeros(rs.half_len // up + rs._taps + 1, dtype=np.float32)))
     return np.concatenate(parts)[:n_out].astype(np.float32, copy=False)

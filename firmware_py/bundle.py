@@ -83,6 +83,9 @@ class Bundle:
         """
         from .inference import Model
 
+        validated = self.__dict__.pop("_validated", None)
+        if validated is not None and validated[0] == (which, threads, edgetpu, backend, xnnpack):
+            return validated[1]  # the interpreter load_bundle checked: no second copy in memory
         use_tpu_model = edgetpu and which == "model" and "edgetpu_model" in self.files
         key = "edgetpu_model" if use_tpu_model else which
         path = self.file(key)
@@ -254,9 +257,11 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
         files=dict(files),
     )
     if check_model:
-        bundle.open_model()  # loads the interpreter and checks shapes; raises on mismatch
         if "embedding" in bundle.files:
-            bundle.open_model(which="embedding")
+            bundle.open_model(which="embedding")  # checked, then freed
+        # Loads the interpreter and checks shapes (raises on a mismatch); the first
+        # open_model() with default arguments gets this very interpreter.
+        bundle.__dict__["_validated"] = (("model", 1, None, None, True), bundle.open_model())
     return bundle
 
 

@@ -15,7 +15,6 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import NoReturn
 
 from . import __version__
@@ -32,7 +31,29 @@ class Command:
     run: Callable[[argparse.Namespace], int | None]
 
 
+#: The device's own subcommands, loaded without entry-point discovery: importing
+#: importlib.metadata costs ~4 MB of resident memory, a tenth of the device's budget.
+#: Every other subcommand (train, convert, ...) is found through the entry points.
+DEVICE_COMMANDS = {
+    "listen": "firmware_py.commands:listen",
+    "classify": "firmware_py.commands:classify",
+    "bench": "firmware_py.commands:bench",
+    "features": "firmware_py.commands:features",
+    "index": "firmware_py.similarity_commands:index",
+    "similar": "firmware_py.similarity_commands:similar",
+}
+
+
+def _device_command(name: str) -> Command:
+    import importlib
+
+    module, attr = DEVICE_COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def _commands() -> list[Command]:
+    from importlib.metadata import entry_points
+
     found = []
     for ep in entry_points(group=GROUP):
         cmd = ep.load()
@@ -54,7 +75,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"genre-edge: error: {self.prog}: {message}: see '{self.prog} --help'\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; ``only`` (a name in :data:`DEVICE_COMMANDS`) builds just that subcommand."""
     parser = _Parser(
         prog="genre-edge",
         description="Edge music-genre classifier: train, convert, and run on a Raspberry Pi.",
@@ -65,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for cmd in _commands():
+    for cmd in [_device_command(only)] if only in DEVICE_COMMANDS else _commands():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         cmd.configure(p)
         p.set_defaults(_run=cmd.run)
@@ -84,8 +106,11 @@ def setup_logging(verbosity: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        args_list = list(sys.argv[1:] if argv is None else argv)
+        first = next((a for a in args_list if not a.startswith("-")), None)
+        fast = first in DEVICE_COMMANDS and args_list and args_list[0] == first
+        parser = build_parser(first if fast else None)
+        args = parser.parse_args(args_list)
         setup_logging(args.verbose)
         code = args._run(args)
         return int(code or 0)
