@@ -50,7 +50,8 @@ def test_bench_frontend_json(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
     for key in ("streaming_ms_per_audio_s", "librosa_window_ms_per_audio_s", "speedup_vs_librosa",
-                "streaming_10ms_blocks_ms_per_audio_s"):
+                "streaming_10ms_blocks_ms_per_audio_s", "streaming_device_blocks_ms_per_audio_s",
+                "speedup_vs_librosa_device_blocks"):
         assert isinstance(data[key], float) and data[key] > 0, key
     assert data["audio_s"] == 10.0
     assert "speedup vs librosa" in res.stdout
