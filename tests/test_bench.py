@@ -9,7 +9,6 @@ librosa. No timing is asserted: speed targets are reported by the benchmark, not
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import subprocess
@@ -28,7 +27,7 @@ from firmware_py.cli import main
 from firmware_py.features import DEFAULT_PARAMS
 from tests.mqtt_helpers import free_port
 from tests.paths import REPO
-from tests.tflite_models import write_tiny_model
+from tests.tflite_models import tiny_float_model, write_tiny_model
 
 LABELS = ["classical", "electronic", "pop", "rock"]
 PCT_KEYS = {"p50", "p95", "p99", "mean", "min", "max", "n"}
@@ -184,19 +183,6 @@ def test_table_and_targets_survive_missing_sections(int8_run) -> None:
     assert "failed: x" in table and "not measured" in table
     assert failures(doc) == ["stages.resample: failed: x"]  # what makes the command exit 1
     assert failures(int8_run[0]) == []
-
-
-@functools.cache
-def tiny_float_model(frames: int, mels: int, n_out: int) -> bytes:
-    """The float32 twin of tests.tflite_models.tiny_int8_model (no quantisation)."""
-    import tensorflow as tf
-
-    tf.keras.utils.set_random_seed(0)
-    inputs = tf.keras.Input((frames, mels, 1), batch_size=1)
-    x = tf.keras.layers.Conv2D(4, 3, strides=4, activation="relu")(inputs)
-    x = tf.keras.layers.GlobalAveragePooling2D()(x)
-    outputs = tf.keras.layers.Dense(n_out, activation="softmax")(x)
-    return tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, outputs)).convert()
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 
-@functools.cache
-def tiny_int8_model(frames: int, mels: int, n_out: int) -> bytes:
-    """A full-integer int8 Conv -> GAP -> Dense -> Softmax model with the given shapes."""
+def _tiny_keras(frames: int, mels: int, n_out: int):
+    """Conv -> GAP -> Dense -> Softmax with the given shapes, seeded."""
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(0)
@@ -18,7 +17,23 @@ def tiny_int8_model(frames: int, mels: int, n_out: int) -> bytes:
     x = tf.keras.layers.Conv2D(4, 3, strides=4, activation="relu")(inputs)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     outputs = tf.keras.layers.Dense(n_out, activation="softmax")(x)
-    model = tf.keras.Model(inputs, outputs)
+    return tf.keras.Model(inputs, outputs)
+
+
+@functools.cache
+def tiny_float_model(frames: int, mels: int, n_out: int) -> bytes:
+    """The float32 twin of :func:`tiny_int8_model` (no quantisation)."""
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(_tiny_keras(frames, mels, n_out)).convert()
+
+
+@functools.cache
+def tiny_int8_model(frames: int, mels: int, n_out: int) -> bytes:
+    """A full-integer int8 Conv -> GAP -> Dense -> Softmax model with the given shapes."""
+    import tensorflow as tf
+
+    model = _tiny_keras(frames, mels, n_out)
     rng = np.random.default_rng(0)
 
     def representative():
