@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := mosquitto libportaudio2 libsndfile1 python3-venv
+SYSTEM_PACKAGES := mosquitto libportaudio2 libsndfile1 python3-venv chromium shellcheck
 
 .PHONY: run test lint sysdeps device-env dev-env default-model bench clean
 
