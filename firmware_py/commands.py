@@ -257,9 +257,14 @@ def _listen_run(args: argparse.Namespace) -> int:
     if args.list_devices:
         from .sources import list_input_devices
 
-        for dev in list_input_devices():
+        devices = list_input_devices()
+        for dev in devices:
             print(f"{dev['index']:3d}  {dev['name']}  ({dev['max_input_channels']} ch, "
                   f"{float(dev.get('default_samplerate') or 0):.0f} Hz)")
+        if not devices:
+            print("no audio input devices: plug in a microphone, or play a file with --input FILE",
+                  file=sys.stderr)
+            return 1
         return 0
 
     def load():
