@@ -8,6 +8,7 @@ arrives (SIGTERM/SIGINT: ``offline`` is published, the stream closed, exit 0).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import resource
@@ -128,13 +129,11 @@ def make_publisher(config: Any, bundle: Bundle) -> Any:
         return None  # without MQTT, paho and ssl (~9 MB resident) are never imported
     from .mqtt import MqttPublisher, MqttSettings
 
-    settings = MqttSettings(
-        url=m.url, username=m.username, password=m.password, ca_file=m.ca_file,
-        cert_file=m.cert_file, key_file=m.key_file, tls_insecure=m.tls_insecure,
-        device_id=m.device_id or "", topic_prefix=m.topic_prefix or "",
-        discovery_prefix=m.discovery_prefix, qos=m.qos, keepalive_s=m.keepalive_s,
-        expire_after_s=m.expire_after_s, queue_size=m.queue_size,
-    )
+    # Every [mqtt] key that MqttSettings knows, passed through; unset keys (None) take the
+    # settings' own defaults (device id = host name, prefix = genre-edge/<device id>).
+    known = {f.name for f in dataclasses.fields(MqttSettings)}
+    settings = MqttSettings(**{k: v for k, v in dataclasses.asdict(m).items()
+                               if k in known and v is not None})
     return MqttPublisher(settings, labels=bundle.labels, model_name=bundle.name)
 
 
@@ -155,7 +154,7 @@ class SoundsLike:
     more ~0.3 ms inference per hop) and keeps the newest answer for every payload.
     """
 
-    def __init__(self, config: Any, bundle: Bundle, threads: int) -> None:
+    def __init__(self, config: Any, bundle: Bundle, threads: int, hop_s: float) -> None:
         from collections import deque
 
         from .similarity import Index, open_embedding_model
@@ -163,8 +162,9 @@ class SoundsLike:
         self.index = Index.load(config.index)
         self.index.check_model(bundle, config.index)
         self.model = open_embedding_model(bundle, threads=threads)
-        self.every_hops = max(1, round(config.every_s / bundle.hop_s))
-        self.recent: Any = deque(maxlen=max(1, round(config.window_s / bundle.hop_s)))
+        # in hops of the running pipeline (inference.hop_s may differ from the bundle's)
+        self.every_hops = max(1, round(config.every_s / hop_s))
+        self.recent: Any = deque(maxlen=max(1, round(config.window_s / hop_s)))
         self.hops = 0
         self.current: dict[str, Any] | None = None
 
@@ -217,9 +217,8 @@ def run_listen(
         sinks.append(on_payload)
     publisher = make_publisher(config, bundle)  # validates MQTT settings before any I/O
     display = make_display(config, bundle)
-    similarity = getattr(config, "similarity", None)
-    sounds_like = (SoundsLike(similarity, bundle, config.inference.threads)
-                   if similarity is not None and similarity.index else None)
+    sounds_like = (SoundsLike(config.similarity, bundle, config.inference.threads, pipeline.hop_s)
+                   if config.similarity.index else None)
     source = open_source(config.source, bundle.frontend.sample_rate, sd_module=sd_module)
 
     def on_signal(signum: int, _frame: Any) -> None:
