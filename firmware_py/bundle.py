@@ -60,7 +60,7 @@ class Bundle:
 
     @property
     def hop_frames(self) -> int:
-        return max(1, round(self.hop_s / self.frontend.hop_s))
+        return hop_frames_for(self.hop_s, self.frontend)
 
     def file(self, key: str = "model") -> Path | None:
         entry = self.files.get(key)
@@ -97,6 +97,11 @@ class Bundle:
         else:
             check_model_shapes(self, model)
         return model
+
+
+def hop_frames_for(hop_s: float, frontend: FrontendParams) -> int:
+    """An inference hop in seconds as a whole number of front-end frames (at least 1)."""
+    return max(1, round(hop_s / frontend.hop_s))
 
 
 def sha256_file(path: Path) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .audio import RingBuffer, check_finite
-from .bundle import Bundle
+from .bundle import Bundle, hop_frames_for
 from .errors import AudioError
 from .features import StreamingLogMel
 from .smoothing import SmoothedState, Smoother, SmoothingParams, level_dbfs
@@ -43,7 +43,7 @@ class Pipeline:
         fe = bundle.frontend
         self.frontend = StreamingLogMel(fe)
         self.ring = RingBuffer(fe.window_frames, fe.n_mels)
-        self.hop_frames = (max(1, round(hop_s / fe.hop_s)) if hop_s else bundle.hop_frames)
+        self.hop_frames = hop_frames_for(hop_s or bundle.hop_s, fe)
         self.hop_s = self.hop_frames * fe.hop_s
         self.params = smoothing or SmoothingParams.from_dict(bundle.smoothing)
         self.smoother = Smoother(bundle.labels, self.params, self.hop_s)

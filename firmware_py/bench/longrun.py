@@ -26,19 +26,6 @@ from typing import Any
 import numpy as np
 
 
-def _proc_status() -> dict[str, float]:
-    out = {}
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "Threads"):
-                    out[key] = float(value.split()[0])
-    except OSError:
-        pass
-    return out
-
-
 def _fds() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
@@ -71,6 +58,7 @@ def run(hours: float, mqtt_url: str | None, checkpoint_min: float, clip: str | N
     from ..app import run_listen
     from ..bundle import default_bundle_path, load_bundle
     from ..config import load_config
+    from .end_to_end import _proc_status
 
     rate = load_bundle(bundle or default_bundle_path(), check_model=False).frontend.sample_rate
     target_s = hours * 3600.0
@@ -97,7 +85,7 @@ def run(hours: float, mqtt_url: str | None, checkpoint_min: float, clip: str | N
             t = float(payload["audio_t_s"])
             genres[payload["genre"]] = genres.get(payload["genre"], 0) + 1
             if t >= next_point[0]:
-                st = _proc_status()
+                st = _proc_status(os.getpid())
                 points.append({
                     "audio_h": round(t / 3600, 4), "wall_s": round(time.monotonic() - start, 1),
                     "rss_mb": round(st.get("VmRSS", 0) / 1024, 2),
