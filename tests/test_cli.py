@@ -68,3 +68,14 @@ def test_device_commands_do_not_import_tensorflow() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+def test_device_command_table_matches_the_entry_points() -> None:
+    """The CLI's fast path (no importlib.metadata) must name what pyproject registers."""
+    from importlib.metadata import entry_points
+
+    from firmware_py.cli import DEVICE_COMMANDS, GROUP
+
+    registered = {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    for name, target in DEVICE_COMMANDS.items():
+        assert registered.get(name) == target, name
