@@ -18,9 +18,11 @@ $(VENV)/.device: $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[files]'
 	touch $@
 
-# Everything: training (TensorFlow), test and lint tools.
+# Everything: training (TensorFlow), test and lint tools, and the distillation teacher's
+# checkpoint (musicnn; --no-deps: its metadata pins a 2019 numpy, only its files are used).
 $(VENV)/.dev: $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[files,train,dev]'
+	$(PY) -m pip install --quiet --no-deps musicnn==0.1.0
 	touch $@ $(VENV)/.device
 
 device-env: $(VENV)/.device

@@ -17,7 +17,9 @@ ARCH_WINDOW_FRAMES = {"edge": 300, "dong2018": 300, "hku": 200, "despois": 128, 
 
 #: Defaults of fit and augmentation settings, kept here so that --help needs no TensorFlow;
 #: keep them equal to ``training.fit.TrainConfig`` and ``training.augment.AugmentParams``.
-TRAIN_DEFAULTS = {"ema": 0.0, "balance": False}
+TRAIN_DEFAULTS = {"ema": 0.0, "balance": False, "distill": 0.5, "distill_temperature": 1.0,
+                  "teacher_l2": 1.0}
+TEACHER_NAMES = ("musicnn-msd",)  # = training.teacher.TEACHERS, kept here for --help
 AUGMENT_DEFAULTS = {"room_p": 0.0, "mixup_p": 0.0}
 
 
@@ -99,6 +101,19 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
                    help="draw as many windows from every genre per epoch; --no-balance weighs the "
                         "loss per genre instead (default: "
                         f"{'--balance' if TRAIN_DEFAULTS['balance'] else '--no-balance'})")
+    k = p.add_argument_group("distillation (training.teacher)")
+    k.add_argument("--teacher", choices=TEACHER_NAMES,
+                   help="distil from a pre-trained music tagger: a linear probe on its embeddings "
+                        "gives soft targets (needs: pip install --no-deps musicnn==0.1.0)")
+    k.add_argument("--distill", type=_probability, default=TRAIN_DEFAULTS["distill"],
+                   help="weight of the teacher in the targets (default "
+                        f"{TRAIN_DEFAULTS['distill']:g})")
+    k.add_argument("--distill-temperature", type=_positive(float),
+                   default=TRAIN_DEFAULTS["distill_temperature"],
+                   help="softening of the teacher's probabilities, p^(1/T) (default "
+                        f"{TRAIN_DEFAULTS['distill_temperature']:g})")
+    k.add_argument("--teacher-l2", type=_positive(float), default=TRAIN_DEFAULTS["teacher_l2"],
+                   help=f"L2 penalty of the teacher's probe (default {TRAIN_DEFAULTS['teacher_l2']:g})")
     f.add_argument("--threads", type=int, default=0, help="TensorFlow threads (default: all cores)")
     f.add_argument("--distribute", default="none", choices=["none", "mirrored"],
                    help="mirrored: tf.distribute.MirroredStrategy over all GPUs")
@@ -154,7 +169,9 @@ def _train_run(args: argparse.Namespace) -> int:
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
         crops_per_track=args.crops_per_track, learning_rate=args.lr, patience=args.patience,
         seed=args.seed, threads=args.threads, distribute=args.distribute,
-        mixed_precision=args.mixed_precision, ema=args.ema, balance=args.balance, augment=aug)
+        mixed_precision=args.mixed_precision, ema=args.ema, balance=args.balance,
+        teacher=args.teacher, distill=args.distill, distill_temperature=args.distill_temperature,
+        teacher_l2=args.teacher_l2, augment=aug)
     run = train(spec, splits, labels, frontend, out, cfg, cache_dir=cache_dir,
                 verbose=0 if args.quiet else 1)
     if not args.no_evaluate:

@@ -27,7 +27,7 @@ from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
 from .augment import AugmentParams, augment_batch
-from .dataset import DatasetSpec, Track, eval_windows, random_crops, write_run_splits
+from .dataset import DatasetSpec, Track, eval_windows, pad_to, random_crops, write_run_splits
 from .metrics import summarize
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,15 @@ class TrainConfig:
     balance : bool
         Draw the same number of training windows from every class per epoch (tracks of
         small classes are visited more often) instead of weighting the loss per class.
+    teacher : str or None
+        Distil from this pre-trained tagger (``training.teacher.TEACHERS``): the target of
+        every training window becomes ``(1 - distill) * one-hot + distill * teacher``.
+    distill : float
+        Weight of the teacher's probabilities in the targets.
+    distill_temperature : float
+        Softening of the teacher's probabilities (``p ** (1 / T)``).
+    teacher_l2 : float
+        L2 penalty of the teacher's linear probe.
     augment : AugmentParams
         Augmentation strengths.
     """
@@ -98,6 +107,10 @@ class TrainConfig:
     mixed_precision: str = "auto"
     ema: float = 0.0
     balance: bool = False
+    teacher: str | None = None
+    distill: float = 0.5
+    distill_temperature: float = 1.0
+    teacher_l2: float = 1.0
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,7 +160,8 @@ class WindowSampler:
 
     def __init__(self, features: Sequence[np.ndarray], labels: Sequence[int], n_labels: int,
                  window_frames: int, cfg: TrainConfig, frontend: FrontendParams,
-                 weights: np.ndarray) -> None:
+                 weights: np.ndarray, soft: Sequence[np.ndarray] | None = None,
+                 soft_hop_frames: float = 100.0) -> None:
         self.features = features
         self.labels = np.asarray(labels, dtype=int)
         self.n_labels = n_labels
@@ -155,6 +169,8 @@ class WindowSampler:
         self.cfg = cfg
         self.frontend = frontend
         self.weights = weights
+        self.soft = soft
+        self.soft_hop_frames = soft_hop_frames
         self.rng = np.random.default_rng(cfg.seed + 1)
         self.per_epoch = len(features) * cfg.crops_per_track
         self.steps_per_epoch = max(1, math.ceil(self.per_epoch / cfg.batch_size))
@@ -174,6 +190,21 @@ class WindowSampler:
             idx = np.concatenate(picks)
         return self.rng.permutation(idx)
 
+    def _distilled(self, ids: np.ndarray, eye: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Random crops and their targets mixed with the teacher's at the same position."""
+        from .teacher import target_at
+
+        wf = self.window_frames
+        xs, ys = [], []
+        for i in ids:
+            feats = pad_to(self.features[i], wf)
+            s = int(self.rng.integers(0, feats.shape[0] - wf + 1))
+            xs.append(feats[s : s + wf])
+            ys.append(target_at(self.soft[i], s, self.soft_hop_frames))
+        a = self.cfg.distill
+        y = (1.0 - a) * eye[self.labels[ids]] + a * np.stack(ys)
+        return np.stack(xs).astype(np.float32), y.astype(np.float32)
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         bs = self.cfg.batch_size
         eye = np.eye(self.n_labels, dtype=np.float32)
@@ -185,9 +216,12 @@ class WindowSampler:
                 order = np.concatenate([order, self.rng.choice(order, need)])
             for b in range(self.steps_per_epoch):
                 ids = order[b * bs : (b + 1) * bs]
-                x = np.stack([random_crops(self.features[i], self.window_frames, 1, self.rng)[0]
-                              for i in ids]).astype(np.float32)
-                y = eye[self.labels[ids]]
+                if self.soft is None:
+                    x = np.stack([random_crops(self.features[i], self.window_frames, 1, self.rng)[0]
+                                  for i in ids]).astype(np.float32)
+                    y = eye[self.labels[ids]]
+                else:
+                    x, y = self._distilled(ids, eye)
                 w = self.weights[self.labels[ids]]
                 x, y, w = augment_batch(x, y, w, self.rng, self.cfg.augment,
                                         hop_s=self.frontend.hop_s,
@@ -334,8 +368,19 @@ def train(
     weights = class_weights([t.label for t in train_tracks], n_labels)
     if cfg.balance:
         weights = np.ones_like(weights)
+    soft, teacher_report, soft_hop = None, None, 100.0
+    if cfg.teacher:
+        from .teacher import soft_targets, teacher_hop_s
+
+        soft, teacher_report = soft_targets(
+            splits, n_labels, cfg.teacher, seed=cfg.seed, l2=cfg.teacher_l2,
+            temperature=cfg.distill_temperature, progress=bool(verbose))
+        soft_hop = teacher_hop_s() / frontend.hop_s
+        if verbose:
+            print("teacher " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in teacher_report.items()), flush=True)
     sampler = WindowSampler(features, [t.label for t in train_tracks], n_labels, wf, cfg,
-                            frontend, weights)
+                            frontend, weights, soft=soft, soft_hop_frames=soft_hop)
 
     strategy = _strategy(tf, cfg.distribute)
     mixed = _use_mixed_precision(tf, cfg.mixed_precision)
@@ -449,6 +494,7 @@ def train(
         "epochs_run": len(history),
         "val": {k: best[k] for k in ("val_window_accuracy", "val_track_accuracy",
                                      "val_track_accuracy_majority", "val_loss")},
+        "teacher": teacher_report,
         "band_mean_db": mean.tolist(),
         "band_std_db": std.tolist(),
         "train_time_s": round(time.time() - t_start, 1),

@@ -1,0 +1,107 @@
+"""Distillation from a pre-trained tagger (training.teacher): probe, cross-fitting, targets."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from firmware_py.errors import GenreEdgeError  # noqa: E402
+from firmware_py.features import DEFAULT_PARAMS  # noqa: E402
+from tests.paths import require_music  # noqa: E402
+from training import teacher  # noqa: E402
+from training.fit import TrainConfig, WindowSampler  # noqa: E402
+
+
+def _tracks(rng, n_per_class, n_labels, dim, separation):
+    centres = rng.standard_normal((n_labels, dim)) * separation
+    xs, labels = [], []
+    for c in range(n_labels):
+        for _ in range(n_per_class):
+            windows = int(rng.integers(5, 30))
+            xs.append(centres[c] + rng.standard_normal((windows, dim)))
+            labels.append(c)
+    return xs, labels
+
+
+def test_probe_learns_separable_classes_and_outputs_probabilities():
+    rng = np.random.default_rng(0)
+    xs, labels = _tracks(rng, 12, 3, 20, separation=2.0)
+    probe = teacher.fit_probe(xs, labels, 3, l2=1.0)
+    probs = [probe.predict(x) for x in xs]
+    assert all(p.shape == (len(x), 3) for p, x in zip(probs, xs, strict=True))
+    assert np.allclose(np.concatenate(probs).sum(1), 1.0, atol=1e-5)
+    assert teacher.track_accuracy(probs, labels) == 1.0
+
+
+def test_cross_fitting_does_not_let_a_probe_label_its_own_training_tracks():
+    # Pure noise embeddings with many dimensions: a probe fitted on every track memorises
+    # them (training accuracy near 1), a cross-fitted one is at chance.
+    rng = np.random.default_rng(0)
+    n_labels, dim = 2, 300
+    xs = [rng.standard_normal((1, dim)) + rng.standard_normal(dim) * 3 for _ in range(60)]
+    labels = [i % n_labels for i in range(60)]
+    memorised = teacher.fit_probe(xs, labels, n_labels, l2=1e-3)
+    assert teacher.track_accuracy([memorised.predict(x) for x in xs], labels) > 0.95
+    crossed = teacher.cross_fitted_targets(xs, labels, n_labels, folds=5, seed=0, l2=1e-3)
+    assert len(crossed) == len(xs)
+    assert teacher.track_accuracy(crossed, labels) < 0.75
+
+
+def test_target_at_interpolates_between_teacher_windows_and_clamps():
+    t = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=np.float32)
+    assert np.allclose(teacher.target_at(t, 0, 100.0), [1.0, 0.0])
+    assert np.allclose(teacher.target_at(t, 25, 100.0), [0.75, 0.25])
+    assert np.allclose(teacher.target_at(t, 100, 100.0), [0.0, 1.0])
+    assert np.allclose(teacher.target_at(t, 1000, 100.0), [0.5, 0.5])  # past the end
+
+
+def test_sampler_mixes_one_hot_with_the_teacher_target_at_the_crop_position():
+    # Features encode the frame index, so the crop start can be read back from x.
+    frames, wf, n_labels = 900, 300, 3
+    feats = [np.repeat(np.arange(frames, dtype=np.float32)[:, None], 4, 1) for _ in range(2)]
+    soft = [np.eye(n_labels, dtype=np.float32)[np.arange(9) % n_labels] for _ in range(2)]
+    cfg = TrainConfig(batch_size=8, crops_per_track=8, distill=0.4)
+    cfg.augment = cfg.augment.none()
+    sampler = WindowSampler(feats, [0, 1], n_labels, wf, cfg, DEFAULT_PARAMS,
+                            np.ones(n_labels, np.float32), soft=soft, soft_hop_frames=100.0)
+    x, y, _ = next(iter(sampler))
+    assert np.allclose(y.sum(1), 1.0, atol=1e-6)
+    for xi, yi in zip(x[..., 0], y, strict=True):
+        start = int(xi[0, 0])
+        label = int(np.argmax(yi - 0.4 * teacher.target_at(soft[0], start, 100.0)))
+        expect = 0.6 * np.eye(n_labels)[label] + 0.4 * teacher.target_at(soft[0], start, 100.0)
+        assert np.allclose(yi, expect, atol=1e-6)
+
+
+def test_missing_musicnn_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(GenreEdgeError, match=r"pip install --no-deps musicnn") as err:
+        teacher.checkpoint_dir("musicnn-msd")
+    assert "\n" not in str(err.value)
+    with pytest.raises(GenreEdgeError, match="unknown teacher"):
+        teacher.checkpoint_dir("nope")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("musicnn") is None,
+                    reason="musicnn is not installed (make dev-env installs it)")
+def test_real_musicnn_teacher_hears_classical_and_rock_apart():
+    from firmware_py.audio import load_audio
+    from firmware_py.features import logmel
+
+    music_dir = require_music()
+    tagger = teacher.MusicnnTagger("musicnn-msd")
+    tags = {}
+    for name in ("classical/gtzan-classical.00000.opus", "rock/gtzan-rock.00000.opus"):
+        db = logmel(load_audio(music_dir / name, 16000), teacher.TEACHER_FRONTEND)
+        emb = tagger.embed(db)
+        # 30 s: windows of 187 frames every 62 frames.
+        assert emb.shape == ((db.shape[0] - 187) // 62 + 1, 250)
+        assert np.all(np.isfinite(emb)) and np.all((emb[:, 200:] >= 0) & (emb[:, 200:] <= 1))
+        tags[name.split("/")[0]] = emb[:, 200:].mean(0)
+    rock, instrumental = 0, 23  # MSD tag indices of 'rock' and 'instrumental'
+    assert tags["rock"][rock] > 2 * tags["classical"][rock]
+    assert tags["classical"][instrumental] > 2 * tags["rock"][instrumental]
