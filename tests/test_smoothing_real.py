@@ -6,20 +6,22 @@ front-end equals the batch one, tests/test_features.py) and through the smoother
 the bundle's defaults (tuned on the *validation* split by converter/tune_smoothing.py):
 
 * steady music: the clips of each genre that the model classifies right at track level
-  (the smoother cannot fix a wrong model), back to back: 62 minutes in all (classical
-  22, rock 21, electronic 11, pop 8): published changes after the first lock, per 10
+  (the smoother cannot fix a wrong model), back to back: 63 minutes in all (classical
+  22, rock 23, electronic 11, pop 7.5): published changes after the first lock, per 10
   minutes;
 * real changes: 36 pairs of such clips of two different genres: the delay from the
   boundary to the first publication of the new genre.
 
-Measured with the shipped bundle (test split): 2.56 changes per 10 minutes; 53% of the
-changes followed within 6 s, median 6.0 s. Plain averaging + hysteresis (the design
-before the segment average) on the same clips: 15.7 changes per 10 minutes, 64% within
-6 s. The issue's targets (<= 1 change per 10 minutes and every change within 6 s) are
-not met by this model: its window accuracy (71%) leaves confident error streaks of 5-10
-windows inside songs that no causal smoother can tell from a real change within 6 s.
-The targets are kept below as strict expected failures, so that a better model that
-meets them turns this file red until the expectation is updated.
+Measured with the shipped bundle (distilled model, test split): 0.95 changes per 10
+minutes (target <= 1: met here; the same defaults on the validation split's 30 minutes:
+3.6); 44% of the changes followed within 6 s, median 8.9 s. Plain averaging + hysteresis
+(the design before the segment average) on the same clips: 11.3 changes per 10 minutes,
+61% within 6 s (median 5.0 s). The follow target (every change within 6 s) is not met by this model:
+its window accuracy (73%) leaves confident error streaks inside songs, so a smoother that
+switches within 6 s on every real change also switches on those. That target is kept
+below as a strict expected failure, so that a better model that meets it turns this file
+red until the expectation is updated. (The previous, teacher-free default: 2.56 changes
+per 10 minutes, 53% within 6 s, median 6.0 s.)
 """
 
 from __future__ import annotations
@@ -49,26 +51,23 @@ def shipped(played) -> dict[str, float]:
 def test_enough_real_music_is_played(played, shipped) -> None:
     assert shipped["minutes"] >= 40 and shipped["pairs"] >= 30
     minutes = {g: len(p) * played["bundle"].hop_s / 60 for g, p in played["steady"].items()}
-    # classical 22, rock 21, electronic 11, pop 8 minutes with the shipped model
+    # classical 22, rock 23, electronic 11, pop 7.5 minutes with the shipped model
     assert sum(m >= 10 for m in minutes.values()) >= 3, minutes
 
 
 def test_segment_smoothing_is_far_steadier_than_plain_averaging(played, shipped) -> None:
     classic = evaluate(played, CLASSIC)
     assert shipped["changes_per_10min"] <= 0.4 * classic["changes_per_10min"], (shipped, classic)
-    assert shipped["changes_per_10min"] <= 4.0, shipped  # measured 2.56
-    assert shipped["median_delay_s"] <= 8.0, shipped  # measured 6.0
-    assert shipped["follow_6s"] >= 0.4, shipped  # measured 0.53
+    assert shipped["median_delay_s"] <= 10.0, shipped  # measured 8.9
+    assert shipped["follow_6s"] >= 0.4, shipped  # measured 0.44
 
 
-@pytest.mark.xfail(strict=True, reason="model window accuracy 71%: measured 2.56 changes "
-                   "per 10 min of steady music (target <= 1)")
 def test_target_at_most_one_change_per_ten_minutes(shipped) -> None:
-    assert shipped["changes_per_10min"] <= 1.0
+    assert shipped["changes_per_10min"] <= 1.0, shipped  # measured 0.95
 
 
-@pytest.mark.xfail(strict=True, reason="model window accuracy 71%: measured 53% of real "
-                   "changes followed within 6 s, median 6.0 s (target: all)")
+@pytest.mark.xfail(strict=True, reason="model window accuracy 73%: measured 44% of real "
+                   "changes followed within 6 s, median 8.9 s (target: all)")
 def test_target_every_real_change_followed_within_six_seconds(shipped) -> None:
     assert shipped["follow_6s"] >= 0.99
 
