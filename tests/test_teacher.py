@@ -60,21 +60,48 @@ def test_target_at_interpolates_between_teacher_windows_and_clamps():
 
 
 def test_sampler_mixes_one_hot_with_the_teacher_target_at_the_crop_position():
-    # Features encode the frame index, so the crop start can be read back from x.
+    # Features encode track (x 10000) and frame index, so track and crop start can be read
+    # back from x; every track has its own label and its own teacher targets.
     frames, wf, n_labels = 900, 300, 3
-    feats = [np.repeat(np.arange(frames, dtype=np.float32)[:, None], 4, 1) for _ in range(2)]
-    soft = [np.eye(n_labels, dtype=np.float32)[np.arange(9) % n_labels] for _ in range(2)]
-    cfg = TrainConfig(batch_size=8, crops_per_track=8, distill=0.4)
+    feats = [np.repeat((10000 * i + np.arange(frames, dtype=np.float32))[:, None], 4, 1)
+             for i in range(3)]
+    rng = np.random.default_rng(0)
+    soft = [rng.dirichlet(np.ones(n_labels), size=9 + i).astype(np.float32) for i in range(3)]
+    labels = [2, 0, 1]
+    cfg = TrainConfig(batch_size=12, crops_per_track=8, distill=0.4)
     cfg.augment = cfg.augment.none()
-    sampler = WindowSampler(feats, [0, 1], n_labels, wf, cfg, DEFAULT_PARAMS,
-                            np.ones(n_labels, np.float32), soft=soft, soft_hop_frames=100.0)
+    sampler = WindowSampler(feats, labels, n_labels, wf, cfg, DEFAULT_PARAMS,
+                            np.ones(n_labels, np.float32), soft=soft, soft_hop_frames=99.2)
     x, y, _ = next(iter(sampler))
     assert np.allclose(y.sum(1), 1.0, atol=1e-6)
+    seen = set()
     for xi, yi in zip(x[..., 0], y, strict=True):
-        start = int(xi[0, 0])
-        label = int(np.argmax(yi - 0.4 * teacher.target_at(soft[0], start, 100.0)))
-        expect = 0.6 * np.eye(n_labels)[label] + 0.4 * teacher.target_at(soft[0], start, 100.0)
-        assert np.allclose(yi, expect, atol=1e-6)
+        track, start = divmod(int(xi[0, 0]), 10000)
+        seen.add(track)
+        expect = (0.6 * np.eye(n_labels)[labels[track]]
+                  + 0.4 * teacher.target_at(soft[track], start, 99.2))
+        assert np.allclose(yi, expect, atol=1e-6), (track, start)
+    assert seen == {0, 1, 2}
+
+
+def test_cross_fitting_keeps_track_order_and_refuses_tiny_genres():
+    rng = np.random.default_rng(0)
+    xs, labels = _tracks(rng, 6, 2, 8, separation=3.0)
+    crossed = teacher.cross_fitted_targets(xs, labels, 2, folds=5, seed=0)
+    assert [len(c) for c in crossed] == [len(x) for x in xs]
+    assert teacher.track_accuracy(crossed, labels) == 1.0  # each lands on its own track
+    with pytest.raises(GenreEdgeError, match="at least 2 training tracks of every genre") as err:
+        teacher.cross_fitted_targets(xs[:7], labels[:7], 2)  # genre 1 has one track
+    assert "\n" not in str(err.value)
+
+
+def test_cli_defaults_match_the_training_config():
+    from training import commands
+
+    cfg = TrainConfig()
+    for key, value in commands.TRAIN_DEFAULTS.items():
+        assert getattr(cfg, key) == value, key
+    assert set(commands.TEACHER_NAMES) == set(teacher.TEACHERS)
 
 
 def test_missing_musicnn_is_a_one_line_error(monkeypatch):

@@ -293,4 +293,7 @@ def test_train_refuses_bad_input(tmp_path: Path, synthetic_run: Path) -> None:
         run_command(commands.train, "--data", str(tmp_path), "--out", str(synthetic_run))
     with pytest.raises(GenreEdgeError, match="not a finished training run"):
         run_command(commands.evaluate, str(tmp_path))
+    with pytest.raises(GenreEdgeError, match="--distill only applies with a teacher: add --teacher"):
+        run_command(commands.train, "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                    "--distill", "0.8")
     assert os.path.isdir(synthetic_run)

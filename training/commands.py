@@ -130,6 +130,12 @@ def _train_run(args: argparse.Namespace) -> int:
     from .augment import AugmentParams
     from .dataset import build_cache, check_disjoint, default_cache_dir, prepare_dataset, to_tracks
 
+    if not args.teacher:
+        for flag, key in (("--distill", "distill"), ("--distill-temperature", "distill_temperature"),
+                          ("--teacher-l2", "teacher_l2")):
+            if getattr(args, key) != TRAIN_DEFAULTS[key]:
+                raise GenreEdgeError(f"{flag} only applies with a teacher: add --teacher "
+                                     f"{TEACHER_NAMES[0]} or drop {flag}")
     out = Path(args.out)
     if (out / "run.json").exists() and not args.overwrite:
         raise GenreEdgeError(f"{out} already holds a training run: choose another --out or pass --overwrite")

@@ -42,11 +42,12 @@ from firmware_py.features import FrontendParams
 log = logging.getLogger(__name__)
 
 #: musicnn's input: 16 kHz, 512-point FFT and window, 256-sample hop, 96 Slaney mel bands
-#: 0-8 kHz (librosa's defaults, which our front-end reproduces), 187 frames = 3 s windows.
+#: 0-8 kHz (librosa's mel defaults, which our front-end reproduces; our frames are not
+#: centred, librosa's are: one teacher frame, 16 ms, of offset), 187 frames = 3 s windows.
 TEACHER_FRONTEND = FrontendParams(
     sample_rate=16000, n_fft=512, win_length=512, hop_length=256, window="hann", n_mels=96,
     fmin=0.0, fmax=8000.0, amin=1e-10, window_frames=187)
-#: Teacher windows every 62 frames (0.992 s), like musicnn's own extractor with 1 s overlap.
+#: Teacher windows every 62 frames (0.992 s; musicnn's extractor with a 1 s step uses 61).
 TEACHER_HOP_FRAMES = 62
 #: Teacher name -> musicnn checkpoint folder.
 TEACHERS = {"musicnn-msd": "MSD_musicnn"}
@@ -201,8 +202,9 @@ def fit_probe(xs: Sequence[np.ndarray], labels: Sequence[int], n_labels: int,
               l2: float = 1.0) -> Probe:
     """Fit a class-balanced, L2-regularised softmax regression on per-track window embeddings.
 
-    Every track weighs the same in total (long and short clips alike), and every class
-    the same (balanced); ``l2`` is the penalty on the weights per unit of total weight.
+    Within a genre every track weighs the same in total (long and short clips alike), and
+    every genre weighs the same (balanced); the sample weights sum to 1 and the penalty
+    on the weights (not the bias) is ``l2 / number of tracks``.
     """
     from scipy.optimize import minimize
 
@@ -233,6 +235,8 @@ def fit_probe(xs: Sequence[np.ndarray], labels: Sequence[int], n_labels: int,
 
     res = minimize(loss, np.zeros(d * n_labels), jac=True, method="L-BFGS-B",
                    options={"maxiter": 500})
+    if not res.success:
+        log.warning("teacher probe: L-BFGS stopped before converging (%s)", res.message)
     return Probe(mean.astype(np.float32), scale.astype(np.float32),
                  res.x.reshape(d, n_labels).astype(np.float32))
 
@@ -241,11 +245,21 @@ def cross_fitted_targets(xs: Sequence[np.ndarray], labels: Sequence[int], n_labe
                          folds: int = 5, seed: int = 0, l2: float = 1.0) -> list[np.ndarray]:
     """Soft targets for training tracks, each from a probe fitted on the other folds.
 
-    Folds are stratified by label and seeded; returns ``(windows, n_labels)`` per track.
+    Folds are stratified by label and seeded; returns ``(windows, n_labels)`` per track,
+    in the order of ``xs``. Folds are not grouped by artist: a near-duplicate of a track
+    (GTZAN has a few) may sit in another fold.
     """
     labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_labels):
+        raise GenreEdgeError(f"teacher targets: labels must be in 0..{n_labels - 1}")
+    counts = np.bincount(labels, minlength=n_labels)
+    if np.any(counts < 2):
+        bad = int(np.flatnonzero(counts < 2)[0])
+        raise GenreEdgeError(f"--teacher needs at least 2 training tracks of every genre (label {bad} "
+                             f"has {int(counts[bad])}): add tracks or drop that genre")
+    folds = int(min(folds, counts.min()))
     rng = np.random.default_rng(seed)
-    fold_of = np.empty(len(labels), dtype=int)
+    fold_of = np.full(len(labels), -1, dtype=int)
     for c in range(n_labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         fold_of[idx] = np.arange(len(idx)) % folds
@@ -255,7 +269,9 @@ def cross_fitted_targets(xs: Sequence[np.ndarray], labels: Sequence[int], n_labe
         probe = fit_probe([xs[i] for i in train_idx], labels[train_idx], n_labels, l2)
         for i in np.flatnonzero(fold_of == f):
             out[i] = probe.predict(xs[i])
-    return [o for o in out if o is not None]
+    if any(o is None for o in out):  # cannot happen after the checks above; never misalign
+        raise GenreEdgeError("teacher targets: a training track got no fold (internal error)")
+    return out  # type: ignore[return-value]
 
 
 def track_accuracy(probs: Sequence[np.ndarray], labels: Sequence[int]) -> float:
