@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -136,16 +136,32 @@ def _compute_and_store(path: Path, params: FrontendParams, target: Path) -> int:
     from firmware_py.features import logmel
 
     feats = logmel(load_audio(path, params.sample_rate), params)
+    save_npy_atomic(target, feats.astype(np.float32, copy=False))
+    return int(feats.shape[0])
+
+
+def save_npy_atomic(target: Path, array: np.ndarray) -> None:
+    """``np.save`` to ``target`` through a temporary file and a rename (parents created):
+    a killed run never leaves a half-written cache entry."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".npy.tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.save(fh, feats.astype(np.float32, copy=False))
-        os.replace(tmp, target)  # atomic: a killed run never leaves a half-written entry
+            np.save(fh, array)
+        os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return int(feats.shape[0])
+
+
+def progress_bar() -> Callable[..., Any]:
+    """``tqdm.tqdm``, or a pass-through when tqdm is missing (a training dependency)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        def tqdm(it, **_):
+            return it
+    return tqdm
 
 
 def _cache_worker(job: tuple[str, dict[str, Any], str]) -> tuple[str, str | None]:
@@ -186,11 +202,7 @@ def build_cache(
         return stats
     if workers is None:
         workers = min(len(todo), max(1, (os.cpu_count() or 1)))
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is a training dependency; degrade to no bar
-        def tqdm(it, **_):
-            return it
+    tqdm = progress_bar()
     import sys
 
     # In a log file (not a terminal) a redraw per track would flood it: one line every 10 s.

@@ -27,7 +27,7 @@ from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
 from .augment import AugmentParams, augment_batch
-from .dataset import DatasetSpec, Track, eval_windows, pad_to, random_crops, write_run_splits
+from .dataset import DatasetSpec, Track, eval_windows, pad_to, write_run_splits
 from .metrics import summarize
 
 log = logging.getLogger(__name__)
@@ -190,19 +190,23 @@ class WindowSampler:
             idx = np.concatenate(picks)
         return self.rng.permutation(idx)
 
-    def _distilled(self, ids: np.ndarray, eye: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Random crops and their targets mixed with the teacher's at the same position."""
-        from .teacher import target_at
-
+    def _batch(self, ids: np.ndarray, eye: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One random crop per track id and its target: the one-hot label, mixed with the
+        teacher's probabilities at the crop's position when distilling."""
         wf = self.window_frames
-        xs, ys = [], []
+        xs, starts = [], []
         for i in ids:
             feats = pad_to(self.features[i], wf)
             s = int(self.rng.integers(0, feats.shape[0] - wf + 1))
             xs.append(feats[s : s + wf])
-            ys.append(target_at(self.soft[i], s, self.soft_hop_frames))
-        a = self.cfg.distill
-        y = (1.0 - a) * eye[self.labels[ids]] + a * np.stack(ys)
+            starts.append(s)
+        y = eye[self.labels[ids]]
+        if self.soft is not None:
+            from .teacher import target_at
+
+            teacher = np.stack([target_at(self.soft[i], s, self.soft_hop_frames)
+                                for i, s in zip(ids, starts, strict=True)])
+            y = (1.0 - self.cfg.distill) * y + self.cfg.distill * teacher
         return np.stack(xs).astype(np.float32), y.astype(np.float32)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -216,12 +220,7 @@ class WindowSampler:
                 order = np.concatenate([order, self.rng.choice(order, need)])
             for b in range(self.steps_per_epoch):
                 ids = order[b * bs : (b + 1) * bs]
-                if self.soft is None:
-                    x = np.stack([random_crops(self.features[i], self.window_frames, 1, self.rng)[0]
-                                  for i in ids]).astype(np.float32)
-                    y = eye[self.labels[ids]]
-                else:
-                    x, y = self._distilled(ids, eye)
+                x, y = self._batch(ids, eye)
                 w = self.weights[self.labels[ids]]
                 x, y, w = augment_batch(x, y, w, self.rng, self.cfg.augment,
                                         hop_s=self.frontend.hop_s,

@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,28 +155,17 @@ def embedding_cache_path(track_cache_path: Path, tagger_digest: str) -> Path:
 def track_embeddings(tracks: Sequence[Any], tagger: MusicnnTagger,
                      progress: bool = True) -> list[np.ndarray]:
     """Teacher embeddings of ``tracks`` (``Track`` objects with :data:`TEACHER_FRONTEND`), cached."""
+    from .dataset import progress_bar, save_npy_atomic
+
     out = []
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a training dependency
-        def tqdm(it, **_):
-            return it
-    for t in tqdm(tracks, desc="teacher embeddings", unit="track", disable=not progress,
+    for t in progress_bar()(tracks, desc="teacher embeddings", unit="track", disable=not progress,
                   mininterval=10.0):
         target = embedding_cache_path(t.cache_path, tagger.digest)
         if target.is_file():
             out.append(np.load(target))
             continue
         emb = tagger.embed(np.asarray(t.features()))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".npy.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, emb)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_npy_atomic(target, emb)
         out.append(emb)
     return out
 
@@ -276,7 +263,9 @@ def cross_fitted_targets(xs: Sequence[np.ndarray], labels: Sequence[int], n_labe
 
 def track_accuracy(probs: Sequence[np.ndarray], labels: Sequence[int]) -> float:
     """Mean-vote track accuracy of per-window probabilities."""
-    hits = [int(np.argmax(p.mean(0)) == lab) for p, lab in zip(probs, labels, strict=True)]
+    from .metrics import mean_vote
+
+    hits = [int(mean_vote(p) == lab) for p, lab in zip(probs, labels, strict=True)]
     return float(np.mean(hits)) if hits else float("nan")
 
 
