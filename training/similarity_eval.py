@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from firmware_py.audio import load_audio
-from firmware_py.bundle import load_bundle
+from firmware_py.bundle import Bundle, load_bundle
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import logmel, windows
-from firmware_py.similarity import open_embedding_model, pool_windows
+from firmware_py.similarity import embed_features, open_embedding_model
 
 DEFAULT_GENRES = ("classical", "electronic", "pop", "rock")
 N_MFCC = 20
@@ -84,9 +84,8 @@ def chance_precision(labels: np.ndarray) -> float:
     return float(np.mean([(counts[lab] - 1) / (len(labels) - 1) for lab in labels]))
 
 
-def track_vectors(rows: list[dict[str, str]], data: Path, bundle_path: str,
+def track_vectors(rows: list[dict[str, str]], data: Path, bundle: Bundle,
                   progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    bundle = load_bundle(bundle_path)
     embedder = open_embedding_model(bundle)
     classifier = bundle.open_model()
     fe = bundle.frontend
@@ -96,7 +95,7 @@ def track_vectors(rows: list[dict[str, str]], data: Path, bundle_path: str,
     for i, row in enumerate(rows, start=1):
         feats = logmel(load_audio(data / row["path"], fe.sample_rate), fe)
         wins = windows(feats, fe.window_frames, bundle.hop_frames, pad=True)
-        out["model embedding"].append(pool_windows(embedder.predict_many(wins)))
+        out["model embedding"].append(embed_features(feats, bundle, embedder)[0])
         out["model probabilities"].append(classifier.predict_many(wins).mean(axis=0))
         out["log-mel mean+std"].append(np.concatenate([feats.mean(axis=0), feats.std(axis=0)]))
         out["MFCC mean"].append(mfcc_mean(feats))
@@ -175,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             elif i % 25 == 0 or i == n:
                 print(f"embedding tracks {i}/{n}", file=sys.stderr, flush=True)
 
-        vectors = track_vectors(rows, data, args.bundle, progress)
+        bundle = load_bundle(args.bundle)
+        vectors = track_vectors(rows, data, bundle, progress)
         report = evaluate(vectors, rows, args.k)
-        bundle = load_bundle(args.bundle, check_model=False)
         report.update({
             "bundle": bundle.name, "embedding_sha256": bundle.files["embedding"]["sha256"],
             "split": args.split, "seconds": round(time.perf_counter() - start, 1),
