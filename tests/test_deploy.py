@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.paths import REPO
+
 DEPLOY = REPO / "deploy"
 INSTALL = DEPLOY / "install.sh"
 UNIT = DEPLOY / "genre-edge.service"

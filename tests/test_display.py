@@ -31,8 +31,8 @@ import pytest
 
 from firmware_py.display import DisplayServer, parse_http_address
 from firmware_py.errors import ConfigError
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 LABELS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop",
           "reggae", "rock"]

@@ -34,8 +34,7 @@ from firmware_py.bundle import default_bundle_path
 from firmware_py.pipeline import Pipeline
 from firmware_py.smoothing import SmoothingParams
 from tests.paths import MUSIC, require_music
-
-CLASSIC = SmoothingParams(min_dwell_s=5.0, min_top_windows=3, surprise_margin=0.0)
+from tests.test_smoothing import CLASSIC
 
 
 @pytest.fixture(scope="module")
