@@ -26,6 +26,7 @@ import numpy as np
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .errors import DeviceError, GenreEdgeError
 from .pipeline import HopResult, Pipeline
+from .smoothing import SILENCE
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +264,7 @@ def run_listen(
                 payload = state_payload(result, bundle.labels, bundle.name)
                 if sounds_like is not None:
                     payload["sounds_like"] = sounds_like.update(
-                        pipeline.ring.latest(pipeline.ring.capacity),
-                        result.state.genre == "silence")
+                        result.window, result.state.genre == SILENCE)
                 for sink in sinks:
                     sink(payload)
             if hup.is_set() and reload is not None:

@@ -31,6 +31,7 @@ class HopResult:
     state: SmoothedState
     inference_ms: float
     frontend_ms: float
+    window: np.ndarray  # the log-mel window the model saw (a copy), (window_frames, n_mels)
 
 
 class Pipeline:
@@ -119,4 +120,4 @@ class Pipeline:
         frontend_ms = 1000 * self._frontend_s
         self._frontend_s = 0.0
         self.inferences += 1
-        return HopResult(t_s, probs, state, inference_ms, frontend_ms)
+        return HopResult(t_s, probs, state, inference_ms, frontend_ms, window)

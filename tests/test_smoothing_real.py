@@ -97,3 +97,25 @@ def test_device_pipeline_follows_classical_to_rock(played) -> None:
     assert [s for s in states if s.t_s <= boundary_s][-1].genre == "classical"
     follow = next(s.t_s for s in states if s.t_s > boundary_s and s.genre == "rock")
     assert follow - boundary_s <= 8.0
+
+
+def test_each_hop_result_carries_the_window_the_model_saw_even_in_one_big_block(played) -> None:
+    """A block longer than the hop yields several results; each keeps its own window."""
+    from firmware_py.audio import load_audio
+    from firmware_py.features import logmel
+    from tests.paths import clip
+
+    bundle = played["bundle"]
+    fe = bundle.frontend
+    audio = load_audio(clip("rock", 0, "test"), fe.sample_rate)[: 9 * fe.sample_rate]
+    pipeline = Pipeline(bundle, bundle.open_model())
+    results = list(pipeline.push(audio[: 4 * fe.sample_rate]))
+    big = list(pipeline.push(audio[4 * fe.sample_rate :]))  # 5 s in one block: several hops
+    assert len(big) >= 4
+    batch = logmel(audio, fe)
+    for r in results + big:
+        frames_total = round((r.t_s * fe.sample_rate - fe.n_fft) / fe.hop_length) + 1
+        expect = batch[frames_total - fe.window_frames : frames_total]
+        assert r.window.shape == expect.shape
+        assert np.allclose(r.window, expect, atol=1e-3), r.t_s
+    assert not np.allclose(big[0].window, big[-1].window)
