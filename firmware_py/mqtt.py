@@ -592,7 +592,7 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
-        client.on_socket_open = _on_socket_open
+        client.on_socket_open = set_tcp_nodelay
         return client
 
     def _configure_tls(self, client: mqtt.Client) -> None:
@@ -861,7 +861,8 @@ class MqttPublisher:
                 f"{ca} ({why}): check mqtt ca_file{hint}")
 
 
-def _on_socket_open(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+def set_tcp_nodelay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+    """paho ``on_socket_open`` callback: TCP_NODELAY on the broker connection."""
     # Nagle + delayed ACK can hold a small PUBLISH back ~40 ms; latency matters more
     # than packet count for a few messages a second.
     try:

@@ -34,11 +34,11 @@ from typing import Any
 
 from ..bundle import Bundle
 from .common import failed, not_present, summarize_ms
+from .stages import BLOCK_S
 
 BENCH_DEVICE_ID = "bench"
 BENCH_DISCOVERY_PREFIX = "genre-edge-bench"
 BENCH_TOPIC_PREFIX = f"genre-edge/{BENCH_DEVICE_ID}"
-BLOCK_S = 0.1
 
 
 def _mqtt_overrides(mqtt_url: str | None) -> dict[str, Any]:
@@ -73,7 +73,7 @@ class StateSubscriber:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from ..mqtt import parse_mqtt_url
+        from ..mqtt import parse_mqtt_url, set_tcp_nodelay
 
         addr = parse_mqtt_url(mqtt_url)
         self.topic = topic
@@ -86,7 +86,7 @@ class StateSubscriber:
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
-        self.client.on_socket_open = _nodelay
+        self.client.on_socket_open = set_tcp_nodelay
         self.client.connect(addr.host, addr.port, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(5.0):
@@ -119,13 +119,6 @@ class StateSubscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def _nodelay(_client: Any, _userdata: Any, sock: Any) -> None:
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass
 
 
 def clear_retained(mqtt_url: str) -> int:
