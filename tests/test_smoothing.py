@@ -409,3 +409,33 @@ def test_set_params_keeps_the_state() -> None:
     smoother.set_params(SmoothingParams(average_windows=6))
     assert smoother.genre == "classical" and smoother._history.maxlen == 6
     assert smoother.update(one_hot(0, 0.9), LOUD_DBFS, 12).genre == "classical"
+
+
+def test_tuning_reports_the_models_own_follow_ceiling() -> None:
+    """evaluate(): a change the model never votes for within 6 s counts against the ceiling."""
+    from converter.tune_smoothing import evaluate
+    from firmware_py.bundle import default_bundle_path, load_bundle
+
+    bundle = load_bundle(default_bundle_path(), check_model=False)
+    labels = bundle.labels
+    c, r = labels.index("classical"), labels.index("rock")
+    rng = np.random.default_rng(3)
+    boundary_s = bundle.frontend.window_s + 17 * bundle.hop_s  # window 17 ends at the boundary
+
+    def pair(new_genre_from: int) -> np.ndarray:
+        rows = scores(rng, c, 40, confusion_rate=0.0)
+        rows[new_genre_from:] = scores(rng, r, 40 - new_genre_from, confusion_rate=0.0)
+        return np.stack(rows)
+
+    data = {
+        "bundle": bundle, "labels": labels,
+        "steady": {"classical": np.stack(scores(rng, c, 120, confusion_rate=0.0))},
+        # window 19 ends 2 s after the boundary; window 24, 7 s after (too late); never
+        "pairs": [("classical", "rock", boundary_s, pair(19)),
+                  ("classical", "rock", boundary_s, pair(24)),
+                  ("classical", "rock", boundary_s, pair(40))],
+    }
+    m = evaluate(data, CLASSIC)
+    assert m["follow_6s_ceiling"] == pytest.approx(1 / 3)
+    assert m["follow_6s"] <= m["follow_6s_ceiling"]
+    assert m["pairs"] == 3 and m["changes_per_10min"] == 0.0

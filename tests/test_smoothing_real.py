@@ -18,7 +18,10 @@ minutes (target <= 1: met here; the same defaults on the validation split's 30 m
 (the design before the segment average) on the same clips: 11.3 changes per 10 minutes,
 61% within 6 s (median 5.0 s). The follow target (every change within 6 s) is not met by this model:
 its window accuracy (73%) leaves confident error streaks inside songs, so a smoother that
-switches within 6 s on every real change also switches on those. That target is kept
+switches within 6 s on every real change also switches on those; and in 8 of the 36 changes
+the model puts the new genre on top in no window that ends within 6 s of the boundary
+(``follow_6s_ceiling`` 0.78; validation 0.92), which no smoother of its votes can repair.
+That target is kept
 below as a strict expected failure, so that a better model that meets it turns this file
 red until the expectation is updated. (The previous, teacher-free default: 2.56 changes
 per 10 minutes, 53% within 6 s, median 6.0 s.)
@@ -65,8 +68,14 @@ def test_target_at_most_one_change_per_ten_minutes(shipped) -> None:
     assert shipped["changes_per_10min"] <= 1.0, shipped  # measured 0.95
 
 
+def test_the_model_alone_rules_out_following_every_change_within_six_seconds(shipped) -> None:
+    """Why the target below fails: some changes get no vote for the new genre in time."""
+    assert shipped["follow_6s"] <= shipped["follow_6s_ceiling"] < 0.99, shipped  # measured 0.78
+
+
 @pytest.mark.xfail(strict=True, reason="model window accuracy 73%: measured 44% of real "
-                   "changes followed within 6 s, median 8.9 s (target: all)")
+                   "changes followed within 6 s, median 8.9 s (target: all); the model votes "
+                   "for the new genre within 6 s in only 78% of them")
 def test_target_every_real_change_followed_within_six_seconds(shipped) -> None:
     assert shipped["follow_6s"] >= 0.99
 
