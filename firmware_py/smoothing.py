@@ -70,11 +70,13 @@ LEVEL_FLOOR_DBFS = -120.0
 
 
 def level_dbfs(samples: np.ndarray) -> float:
-    """RMS level of a block of samples in dBFS.
+    """RMS level of a block of samples in dBFS, its DC offset removed.
 
     Full scale is a square wave at +-1.0: its RMS is 1.0 = 0 dBFS, so a full-scale
     sine is -3.01 dBFS (the AES17 convention would call it 0 dBFS; this module does
-    not). Non-finite samples count as 0.
+    not). Non-finite samples count as 0. The block's mean is subtracted first: many
+    MEMS/I2S microphones deliver a small DC offset (0.002 of full scale reads -54 dBFS
+    with it), which would hold a quiet room above the silence gate for ever.
 
     Parameters
     ----------
@@ -92,7 +94,7 @@ def level_dbfs(samples: np.ndarray) -> float:
         return LEVEL_FLOOR_DBFS
     if not np.all(np.isfinite(x)):
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    mean_square = float(np.mean(np.square(x)))
+    mean_square = float(np.mean(np.square(x - x.mean())))
     if mean_square <= 0.0:
         return LEVEL_FLOOR_DBFS
     return max(LEVEL_FLOOR_DBFS, 10.0 * math.log10(mean_square))

@@ -347,7 +347,28 @@ def test_level_dbfs_reference_points() -> None:
     assert level_dbfs(np.zeros(100)) == LEVEL_FLOOR_DBFS
     assert level_dbfs(np.zeros(0)) == LEVEL_FLOOR_DBFS
     assert level_dbfs(np.full(10, 1e-9)) == LEVEL_FLOOR_DBFS
-    assert level_dbfs(np.array([np.nan, 1.0, -1.0, 1.0])) == pytest.approx(10 * math.log10(0.75))
+    # non-finite samples count as 0: [0, 1, -1, 1], mean 0.25, AC power 0.75 - 0.0625
+    assert level_dbfs(np.array([np.nan, 1.0, -1.0, 1.0])) == pytest.approx(10 * math.log10(0.6875))
+
+
+def test_level_ignores_a_microphones_dc_offset() -> None:
+    """A quiet room (-80 dBFS of noise) through a microphone with a DC offset stays quiet."""
+    noise = 1e-4 * np.random.default_rng(0).standard_normal(16000)
+    assert level_dbfs(noise) == pytest.approx(-80.0, abs=0.2)
+    for dc in (0.002, 0.01, -0.05):
+        assert level_dbfs(noise + dc) == pytest.approx(-80.0, abs=0.2)
+    t = np.arange(16000) / 16000
+    assert level_dbfs(0.01 + 0.01 * np.sin(2 * np.pi * 1000 * t)) == pytest.approx(-43.0103, abs=1e-3)
+    assert level_dbfs(np.full(100, 0.5)) == LEVEL_FLOOR_DBFS  # pure DC is no sound
+
+
+def test_a_dc_offset_does_not_keep_the_device_out_of_silence() -> None:
+    """Music, then 10 s of a quiet room with a DC offset: the smoother publishes silence."""
+    rng = np.random.default_rng(1)
+    probs = scores(rng, 0, 30)
+    quiet = [level_dbfs(1e-4 * rng.standard_normal(16000) + 0.01) for _ in range(10)]
+    states = run_smoother(LABELS, probs, [LOUD_DBFS] * 20 + quiet, hop_s=HOP_S)
+    assert states[-1].genre == SILENCE
 
 
 # -- segment average and surprise (the shipped defaults) ------------------------------------
