@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ from .features import FrontendParams
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+#: Longest inference hop a bundle may ask for (a longer one is a typo, not a design).
+MAX_HOP_S = 60.0
 MODEL_KEYS = ("model", "edgetpu_model", "float_model", "embedding")
 DEFAULT_FILENAMES = {
     "model": "model.tflite",
@@ -216,8 +219,10 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
     _require(isinstance(inference, dict), f"bundle {root}: inference is not an object: {FIX}")
     hop_s = inference.get("hop_s")
     _require(
-        isinstance(hop_s, (int, float)) and hop_s > 0,
-        f"bundle {root}: inference.hop_s must be a positive number of seconds: {FIX}",
+        isinstance(hop_s, (int, float)) and not isinstance(hop_s, bool)
+        and math.isfinite(hop_s) and 0 < hop_s <= MAX_HOP_S,
+        f"bundle {root}: inference.hop_s must be a number of seconds in (0, {MAX_HOP_S:g}], "
+        f"got {hop_s!r}: {FIX}",
     )
     window_frames = inference.get("window_frames", frontend.window_frames)
     _require(

@@ -69,6 +69,22 @@ class FrontendParams:
 
     def __post_init__(self) -> None:
         problems = []
+        ints = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "window_frames")
+        wrong = [k for k in ints if isinstance(getattr(self, k), bool)
+                 or not isinstance(getattr(self, k), (int, np.integer))]
+        wrong += [k for k in ("fmin", "fmax", "amin") if isinstance(getattr(self, k), bool)
+                  or not isinstance(getattr(self, k), (int, float, np.integer, np.floating))
+                  or not np.isfinite(getattr(self, k))]
+        if wrong:
+            raise GenreEdgeError(
+                "invalid front-end parameters: "
+                + ", ".join(f"{k}={getattr(self, k)!r}" for k in wrong)
+                + f" (need whole numbers for {', '.join(ints)} and finite numbers for fmin, "
+                "fmax, amin)"
+            )
+        window_problem = _window_problem(self.window)
+        if window_problem:
+            problems.append(window_problem)
         if self.sample_rate <= 0:
             problems.append("sample_rate must be > 0")
         if self.n_fft <= 0 or self.win_length <= 0 or self.win_length > self.n_fft:
@@ -118,6 +134,46 @@ class FrontendParams:
         """Short stable hash of the parameters (cache keys, bundle checks)."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# -- analysis windows -----------------------------------------------------------
+_COSINE_WINDOWS = {  # periodic generalised cosine windows: sum_k a_k cos(2 pi k n / N)
+    "hann": (0.5, 0.5),
+    "hanning": (0.5, 0.5),
+    "hamming": (0.54, 0.46),
+    "blackman": (0.42, 0.5, 0.08),
+}
+
+
+def _window_problem(name: Any) -> str | None:
+    """Why ``name`` is not a usable window (None when it is)."""
+    if not isinstance(name, str) or not name:
+        return f"window must be a window name such as 'hann', got {name!r}"
+    if name.lower() in _COSINE_WINDOWS:
+        return None
+    try:
+        periodic_window(name, 8)
+    except Exception:  # noqa: BLE001 - scipy raises ValueError or TypeError by name
+        return f"unknown window '{name}' (use e.g. 'hann' or 'hamming')"
+    return None
+
+
+def periodic_window(name: str, length: int) -> np.ndarray:
+    """``scipy.signal.get_window(name, length, fftbins=True)`` for the usual names.
+
+    Cosine windows are computed in numpy (``scipy.signal`` costs ~80 MB of resident
+    memory on the device); other names fall back to scipy.
+    """
+    coeffs = _COSINE_WINDOWS.get(str(name).lower())
+    if coeffs is None:
+        import scipy.signal
+
+        return scipy.signal.get_window(name, length, fftbins=True)
+    phase = 2.0 * np.pi * np.arange(length) / length
+    win = np.zeros(length, dtype=np.float64)
+    for k, a in enumerate(coeffs):
+        win += (-1) ** k * a * np.cos(k * phase)
+    return win
 
 
 DEFAULT_PARAMS = FrontendParams()
@@ -217,32 +273,6 @@ def rfft(frames: np.ndarray) -> np.ndarray:
     if _rfft is None:
         _rfft = _load_rfft()
     return _rfft(frames)
-
-
-_COSINE_WINDOWS = {  # periodic generalised cosine windows: sum_k a_k cos(2 pi k n / N)
-    "hann": (0.5, 0.5),
-    "hanning": (0.5, 0.5),
-    "hamming": (0.54, 0.46),
-    "blackman": (0.42, 0.5, 0.08),
-}
-
-
-def periodic_window(name: str, length: int) -> np.ndarray:
-    """``scipy.signal.get_window(name, length, fftbins=True)`` for the usual names.
-
-    Cosine windows are computed in numpy (``scipy.signal`` costs ~80 MB of resident
-    memory on the device); other names fall back to scipy.
-    """
-    coeffs = _COSINE_WINDOWS.get(str(name).lower())
-    if coeffs is None:
-        import scipy.signal
-
-        return scipy.signal.get_window(name, length, fftbins=True)
-    phase = 2.0 * np.pi * np.arange(length) / length
-    win = np.zeros(length, dtype=np.float64)
-    for k, a in enumerate(coeffs):
-        win += (-1) ** k * a * np.cos(k * phase)
-    return win
 
 
 def analysis_window(params: FrontendParams = DEFAULT_PARAMS) -> np.ndarray:

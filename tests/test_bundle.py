@@ -149,3 +149,27 @@ def test_other_frontend_roundtrip(tmp_path: Path) -> None:
     out = write_bundle(tmp_path / "b", model=model, labels=["a", "b", "c"], frontend=p, hop_s=0.5)
     b = load_bundle(out)
     assert b.frontend == p and b.hop_frames == 50
+
+
+@pytest.mark.parametrize(("inference", "pattern"), [
+    ({"window_frames": 300, "hop_s": float("inf")}, "hop_s must be a number of seconds"),
+    ({"window_frames": 300, "hop_s": 1e300}, r"hop_s must be a number of seconds in \(0, 60\]"),
+    ({"window_frames": 300, "hop_s": True}, "hop_s must be a number"),
+])
+def test_hand_edited_hop_is_one_line(bundle_dir: Path, inference: dict, pattern: str) -> None:
+    rewrite(bundle_dir, inference=inference)  # json writes inf as Infinity, which it reads back
+    expect_error(bundle_dir, pattern)
+
+
+@pytest.mark.parametrize(("key", "value", "pattern"), [
+    ("window", "hanning2", "unknown window 'hanning2'"),
+    ("window", "kaiser", "unknown window 'kaiser'"),  # needs a parameter: not usable by name
+    ("window", None, "window must be a window name"),
+    ("n_fft", 512.0, r"n_fft=512\.0"),
+    ("hop_length", "160", "hop_length='160'"),
+    ("n_mels", True, "n_mels=True"),
+    ("fmax", float("nan"), "fmax=nan"),
+])
+def test_hand_edited_frontend_is_one_line(bundle_dir: Path, key: str, value, pattern: str) -> None:
+    rewrite(bundle_dir, frontend={**P.to_dict(), key: value})
+    expect_error(bundle_dir, pattern)
