@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,14 +88,19 @@ class ConsoleSink:
             pass
 
 
+#: Latency samples kept between two ``/stats`` snapshots (an hour of hops at 1 s).
+STATS_WINDOW = 3600
+
+
 class Stats:
     """Per-stage latency, CPU and memory, for the ``/stats`` topic and logs."""
 
     def __init__(self) -> None:
         self.start_wall = time.monotonic()
         self.start_cpu = time.process_time()
-        self.inference_ms: list[float] = []
-        self.frontend_ms: list[float] = []
+        # Bounded: without MQTT nothing takes snapshots, and a device runs for months.
+        self.inference_ms: deque[float] = deque(maxlen=STATS_WINDOW)
+        self.frontend_ms: deque[float] = deque(maxlen=STATS_WINDOW)
 
     def add(self, result: HopResult) -> None:
         self.inference_ms.append(result.inference_ms)
@@ -104,7 +110,7 @@ class Stats:
         wall = max(1e-9, time.monotonic() - self.start_wall)
         cpu = time.process_time() - self.start_cpu
 
-        def p50(xs: list[float]) -> float | None:
+        def p50(xs: deque[float]) -> float | None:
             return round(sorted(xs)[len(xs) // 2], 3) if xs else None
 
         out = {
@@ -304,7 +310,7 @@ def _apply_reload(config: Any, reload: Callable[[], Any], pipeline: Pipeline, bu
     pipeline.set_smoothing(params)
     console_sink.as_json = new.output.json
     console_sink.changes_only = new.output.changes_only
-    restart = [name for name in ("bundle", "source", "inference", "mqtt")
+    restart = [name for name in ("bundle", "log_level", "source", "inference", "mqtt", "similarity")
                if getattr(new, name) != getattr(config, name)]
     if new.output.http != config.output.http:
         restart.append("output.http")

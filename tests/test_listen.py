@@ -299,3 +299,37 @@ def test_listen_publishes_sounds_like_from_an_index(tmp_path: Path, mqtt_broker,
     sub.wait_count(f"{PREFIX}/state", len(got), timeout=10)
     late = mqtt_subscriber(mqtt_broker, (f"{PREFIX}/state",))
     assert late.wait_for(f"{PREFIX}/state", timeout=5).json()["sounds_like"]["path"] == "the-demo.opus"
+
+
+def test_sighup_names_every_setting_that_needs_a_restart(caplog) -> None:
+    """log_level and [similarity] are not applied live: the reload says so instead of ignoring them."""
+    import dataclasses
+    import io
+    import logging
+
+    from firmware_py.app import ConsoleSink, _apply_reload
+    from firmware_py.bundle import default_bundle_path, load_bundle
+    from firmware_py.config import Config
+    from firmware_py.pipeline import Pipeline
+
+    bundle = load_bundle(default_bundle_path())
+    pipeline = Pipeline(bundle, bundle.open_model())
+    old = Config()
+    new = dataclasses.replace(old, log_level="debug", similarity=dataclasses.replace(
+        old.similarity, index="/nonexistent/index.npz"))
+    with caplog.at_level(logging.WARNING, logger="firmware_py.app"):
+        _apply_reload(old, lambda: new, pipeline, bundle, ConsoleSink(io.StringIO()))
+    assert "restart to apply changes to log_level, similarity" in caplog.text
+
+
+def test_latency_samples_stay_bounded_without_mqtt() -> None:
+    """Nothing takes /stats snapshots without a broker: the samples must not grow for months."""
+    from types import SimpleNamespace
+
+    from firmware_py.app import STATS_WINDOW, Stats
+
+    stats = Stats()
+    for i in range(STATS_WINDOW + 500):
+        stats.add(SimpleNamespace(inference_ms=float(i), frontend_ms=1.0))
+    assert len(stats.inference_ms) == len(stats.frontend_ms) == STATS_WINDOW
+    assert stats.inference_ms[-1] == STATS_WINDOW + 499.0  # the newest are kept
