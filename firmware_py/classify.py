@@ -10,6 +10,7 @@ import numpy as np
 
 from .audio import load_audio
 from .bundle import Bundle
+from .errors import AudioError
 from .features import logmel, windows
 
 
@@ -48,28 +49,39 @@ def window_levels_dbfs(samples: np.ndarray, n_windows: int, hop: int, win: int) 
 
 def classify_file(path: str | Path, bundle: Bundle, model: Any) -> FileResult:
     """Every window of the file through the model; the track's genre is the mean-probability vote."""
+    from .smoothing import SmoothingParams
+
     fe = bundle.frontend
     samples = load_audio(path, fe.sample_rate)
-    feats = logmel(samples, fe)
-    wins = windows(feats, fe.window_frames, bundle.hop_frames, pad=True)
-    if len(wins) == 0:  # shorter than one FFT frame
-        wins = windows(
-            np.full((1, fe.n_mels), fe.log_floor_db, np.float32), fe.window_frames, 1, pad=True
+    duration_s = samples.shape[0] / fe.sample_rate
+    win_samples = int(round(fe.window_s * fe.sample_rate))
+    if samples.shape[0] < win_samples:
+        raise AudioError(
+            f"{path} holds {duration_s:.2f} s of audio, less than one {fe.window_s:.1f} s model "
+            "window: give a longer file"
+        )
+    wins = windows(logmel(samples, fe), fe.window_frames, bundle.hop_frames)
+    hop_samples = bundle.hop_frames * fe.hop_length
+    levels = window_levels_dbfs(samples, len(wins), hop_samples, win_samples)
+    gate = SmoothingParams.from_dict(bundle.smoothing).silence_dbfs
+    if float(levels.max()) < gate:
+        raise AudioError(
+            f"{path} is silent (loudest {hop_samples / fe.sample_rate:g} s at "
+            f"{float(levels.max()):.0f} dBFS, below the silence gate of {gate:.0f} dBFS): "
+            "nothing to classify; check the recording level"
         )
     probs = model.predict_many(wins)
     mean = probs.mean(axis=0)
     best = int(mean.argmax())
-    hop_samples = bundle.hop_frames * fe.hop_length
-    win_samples = int(round(fe.window_s * fe.sample_rate))
     return FileResult(
         file=str(path),
         genre=bundle.labels[best],
         confidence=float(mean[best]),
         probabilities={label: float(p) for label, p in zip(bundle.labels, mean, strict=True)},
         windows=len(wins),
-        duration_s=samples.shape[0] / fe.sample_rate,
+        duration_s=duration_s,
         window_probabilities=probs,
-        window_levels_dbfs=window_levels_dbfs(samples, len(wins), hop_samples, win_samples),
+        window_levels_dbfs=levels,
     )
 
 

@@ -67,3 +67,24 @@ def test_classify_timeline_and_errors(capsys, tmp_path) -> None:
     assert "  s " not in captured.err
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and "broken.wav" in err[0]
+
+
+def test_too_short_and_silent_files_are_one_line_errors(capsys, tmp_path) -> None:
+    """No confident-looking genre for a file with nothing to classify; the others still run."""
+    import soundfile as sf
+
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(16000, np.float32) + 0.1 * np.sin(np.arange(16000) / 5), 16000)
+    silent = tmp_path / "silent.wav"
+    rng = np.random.default_rng(0)
+    sf.write(silent, 1e-5 * rng.standard_normal(10 * 16000).astype(np.float32), 16000)
+    path = clip("classical", 0, "test")
+    code = main(["classify", "--json", str(short), str(silent), str(path)])
+    captured = capsys.readouterr()
+    assert code == 1
+    err = captured.err.strip().splitlines()
+    assert len(err) == 2
+    assert "short.wav holds 1.00 s of audio, less than one 3.0 s model window" in err[0]
+    assert "silent.wav is silent" in err[1] and "below the silence gate of -60 dBFS" in err[1]
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["file"] for r in records] == [str(path)]

@@ -108,6 +108,21 @@ def test_windows_fixed_hop_and_padding() -> None:
     w = windows(feats, 300, 100)
     assert w.shape == (8, 300, 4)
     assert np.array_equal(w[1], feats[100:400])
+    assert np.shares_memory(w, feats) and not w.flags.writeable  # a view, not ~280 MB an hour
+    w7 = windows(feats, 300, 7)
+    assert w7.shape == (101, 300, 4) and np.array_equal(w7[100], feats[700:1000])
     assert windows(feats[:200], 300, 100).shape[0] == 0
     padded = windows(feats[:200], 300, 100, pad=True)
     assert padded.shape == (1, 300, 4) and np.array_equal(padded[0, :200], feats[:200])
+
+
+def test_long_inputs_are_computed_in_blocks_with_the_same_result(monkeypatch) -> None:
+    """logmel splits long inputs (memory); a block boundary must not change one value."""
+    import firmware_py.features as features
+
+    rng = np.random.default_rng(5)
+    x = (0.3 * rng.standard_normal(16000 * 12)).astype(np.float32)
+    whole = logmel(x)
+    monkeypatch.setattr(features, "LOGMEL_BLOCK_FRAMES", 257)  # blocks that divide nothing
+    blocked = features.logmel(x)
+    assert blocked.shape == whole.shape and np.array_equal(blocked, whole)
