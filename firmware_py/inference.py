@@ -8,9 +8,11 @@ imports it.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,14 +120,7 @@ class Model:
         self.backend = get_backend(backend)
         kwargs: dict[str, Any] = {"model_path": str(self.path), "num_threads": max(1, threads)}
         if edgetpu:
-            try:
-                delegate = self.backend.load_delegate(EDGETPU_LIBRARY, {"device": edgetpu})
-            except (ValueError, OSError, RuntimeError) as exc:
-                raise DeviceError(
-                    f"no Coral Edge TPU found on {edgetpu} ({' '.join(str(exc).split())}): plug it "
-                    f"in and install libedgetpu1-std, or run without --edgetpu"
-                ) from None
-            kwargs["experimental_delegates"] = [delegate]
+            kwargs["experimental_delegates"] = [self._edgetpu_delegate(edgetpu)]
         if not xnnpack:
             resolver = _no_xnnpack_resolver(self.backend)
             if resolver is not None:
@@ -181,6 +176,36 @@ class Model:
     def predict(self, window: np.ndarray) -> np.ndarray:
         """Probabilities for one ``(frames, mels)`` float window."""
         return self.dequantize_output(self.invoke_raw(self.quantize_input(window)))
+
+    def _edgetpu_delegate(self, device: str) -> Any:
+        """The Edge TPU delegate, or a one-line DeviceError when no TPU answers.
+
+        A failed ``load_delegate`` leaves a half-built ``Delegate`` whose ``__del__``
+        raises (no ``_library``): Python would print that as an "Exception ignored"
+        traceback after our one-line message. It is collected here, with that one
+        exception kept quiet.
+        """
+        problem = None
+        previous = sys.unraisablehook
+
+        def quiet(unraisable: Any) -> None:
+            if not (isinstance(unraisable.exc_value, AttributeError)
+                    and "Delegate" in repr(unraisable.object)):
+                previous(unraisable)
+
+        sys.unraisablehook = quiet
+        try:
+            try:
+                return self.backend.load_delegate(EDGETPU_LIBRARY, {"device": device})
+            except (ValueError, OSError, RuntimeError) as exc:
+                problem = " ".join(str(exc).split())
+            gc.collect()  # the half-built delegate, freed while the hook is quiet
+        finally:
+            sys.unraisablehook = previous
+        raise DeviceError(
+            f"no Coral Edge TPU found on {device} ({problem}): plug it in and install "
+            "libedgetpu1-std, or run without --edgetpu"
+        )
 
     def predict_many(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities for ``(n, frames, mels)`` windows, one invoke each (batch 1 model)."""

@@ -173,3 +173,24 @@ def test_hand_edited_hop_is_one_line(bundle_dir: Path, inference: dict, pattern:
 def test_hand_edited_frontend_is_one_line(bundle_dir: Path, key: str, value, pattern: str) -> None:
     rewrite(bundle_dir, frontend={**P.to_dict(), key: value})
     expect_error(bundle_dir, pattern)
+
+
+def test_missing_edge_tpu_is_one_line_without_a_stray_traceback(bundle_dir: Path) -> None:
+    """No Coral here: one DeviceError line; the half-built delegate's __del__ prints nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from firmware_py.bundle import load_bundle\n"
+        "from firmware_py.errors import DeviceError\n"
+        f"b = load_bundle({str(bundle_dir)!r})\n"
+        "try:\n"
+        "    b.open_model(edgetpu='usb')\n"
+        "except DeviceError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("no Coral Edge TPU found on usb") and out.stdout.count("\n") == 1
+    assert "Exception ignored" not in out.stderr and "Traceback" not in out.stderr, out.stderr
