@@ -9,6 +9,7 @@ resampler produces the very same samples chunk by chunk.
 
 from __future__ import annotations
 
+import logging
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 
 from .errors import AudioError
 from .native import native_stderr_to_log
+
+log = logging.getLogger(__name__)
 
 #: Largest up/down factor used before a rate ratio is approximated.
 _MAX_RATIO_TERM = 1000
@@ -195,18 +198,33 @@ def check_finite(samples: np.ndarray, what: str) -> None:
         )
 
 
+#: Largest sample magnitude accepted from a file (+6 dB over full scale; float files
+#: can exceed 1.0 a little after mastering, not by orders of magnitude).
+MAX_FILE_PEAK = 2.0
+
+
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Any file soundfile reads -> mono float32 at ``sample_rate`` (polyphase resampling).
 
-    Raises :class:`AudioError` (one line) for a missing, unreadable, empty or
-    non-finite file.
+    Raises :class:`AudioError` (one line) for a missing, unreadable, empty,
+    non-finite or unnormalised (peak above :data:`MAX_FILE_PEAK`) file; warns when the
+    file's rate is below ``sample_rate`` (the top of the model's band is missing).
     """
     data, rate = read_audio(path)
     if data.size == 0:
         raise AudioError(f"audio file {path} is empty (0 samples): give a file with sound in it")
-    mono = to_mono(data)
-    check_finite(mono, f"audio file {path}")
-    return resample(mono, rate, sample_rate)
+    check_finite(data, f"audio file {path}")
+    peak = float(np.max(np.abs(data)))
+    if peak > MAX_FILE_PEAK:
+        raise AudioError(
+            f"audio file {path} has samples up to {peak:.4g}, far outside [-1, 1] (float "
+            "samples that were never normalised): normalise or re-export it"
+        )
+    if rate < sample_rate:
+        log.warning("%s is sampled at %d Hz: nothing above %.0f Hz reaches the model, which "
+                    "listens up to %.0f Hz; expect lower accuracy", path, rate, rate / 2,
+                    sample_rate / 2)
+    return resample(to_mono(data), rate, sample_rate)
 
 
 # -- buffering ----------------------------------------------------------------------

@@ -107,6 +107,22 @@ def test_errors_are_one_line(tmp_path) -> None:
     sf.write(nan, data, 16000, subtype="FLOAT")
     with pytest.raises(AudioError, match="2 NaN/Inf"):
         load_audio(nan, 16000)
+    loud = tmp_path / "unnormalised.wav"
+    sf.write(loud, 30000.0 * np.sin(np.arange(16000, dtype=np.float32) / 7), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"samples up to 3e\+04, far outside \[-1, 1\]") as exc:
+        load_audio(loud, 16000)
+    assert "\n" not in str(exc.value)
+
+
+def test_mastered_overs_load_and_a_low_rate_is_named(tmp_path, music16k, caplog) -> None:
+    hot = tmp_path / "hot.wav"
+    sf.write(hot, 1.5 * music16k / np.abs(music16k).max(), 16000, subtype="FLOAT")
+    assert np.abs(load_audio(hot, 16000)).max() > 1.0  # a little over full scale is music
+    phone = tmp_path / "phone.wav"
+    sf.write(phone, resample(music16k, 16000, 8000), 8000)
+    with caplog.at_level("WARNING", logger="firmware_py.audio"):
+        load_audio(phone, 16000)
+    assert "sampled at 8000 Hz: nothing above 4000 Hz reaches the model" in caplog.text
 
 
 def test_ring_buffer_keeps_latest_rows_in_order() -> None:
