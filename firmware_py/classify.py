@@ -90,12 +90,13 @@ def timeline(result: FileResult, bundle: Bundle, smoothing: dict[str, Any] | Non
     from .smoothing import Smoother, SmoothingParams
 
     params = SmoothingParams.from_dict({**bundle.smoothing, **(smoothing or {})})
-    smoother = Smoother(bundle.labels, params, bundle.hop_s)
+    hop_s = bundle.hop_frames * bundle.frontend.hop_s  # the hop as whole frames, as listen runs it
+    smoother = Smoother(bundle.labels, params, hop_s)
     window_s = bundle.frontend.window_s
     states = []
     for i, (p, level) in enumerate(
         zip(result.window_probabilities, result.window_levels_dbfs, strict=True)
     ):
-        t_s = window_s + i * bundle.hop_s  # audio time at the end of the window
+        t_s = window_s + i * hop_s  # audio time at the end of the window
         states.append(smoother.update(p, float(level), t_s))
     return states

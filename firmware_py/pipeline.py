@@ -48,7 +48,6 @@ class Pipeline:
         self.hop_s = self.hop_frames * fe.hop_s
         self.params = smoothing or SmoothingParams.from_dict(bundle.smoothing)
         self.smoother = Smoother(bundle.labels, self.params, self.hop_s)
-        self._frames_since_hop = 0
         # Recent audio with its absolute start sample, for the level of each hop.
         self._tail = np.zeros(0, dtype=np.float32)
         self._tail_start = 0
@@ -82,17 +81,19 @@ class Pipeline:
         frames = self.frontend.push(block)
         self._frontend_s += time.perf_counter() - start
         frames_before = self.frontend.frames_emitted - frames.shape[0]
+        cap, hop = self.ring.capacity, self.hop_frames
         results = []
         pos = 0
         while pos < frames.shape[0]:
-            take = min(frames.shape[0] - pos, self.hop_frames - self._frames_since_hop)
+            # Windows end at frames cap, cap + hop, cap + 2 hop, ...: the windows that
+            # classify (features.windows) takes from the start of the audio, for any hop.
+            total = frames_before + pos
+            due = cap if total < cap else cap + ((total - cap) // hop + 1) * hop
+            take = min(frames.shape[0] - pos, due - total)
             self.ring.push(frames[pos : pos + take])
             pos += take
-            self._frames_since_hop += take
-            if self._frames_since_hop >= self.hop_frames:
-                self._frames_since_hop = 0
-                if self.ring.filled >= self.ring.capacity:
-                    results.append(self._infer(frames_before + pos))
+            if frames_before + pos == due:
+                results.append(self._infer(due))
         return results
 
     def _append_tail(self, block: np.ndarray) -> None:

@@ -88,3 +88,27 @@ def test_too_short_and_silent_files_are_one_line_errors(capsys, tmp_path) -> Non
     assert "silent.wav is silent" in err[1] and "below the silence gate of -60 dBFS" in err[1]
     records = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["file"] for r in records] == [str(path)]
+
+
+@pytest.mark.parametrize("hop_s", [1.0, 2.5, 0.333])  # 0.333 s: 33 frames
+def test_device_pipeline_sees_the_windows_classify_sees_for_any_hop(bundle, hop_s) -> None:
+    """listen --hop: same windows, times and smoothed states as classify --timeline."""
+    import dataclasses
+
+    from firmware_py.audio import load_audio
+    from firmware_py.classify import timeline
+    from firmware_py.pipeline import Pipeline
+
+    hopped = dataclasses.replace(bundle, hop_s=hop_s)
+    model = bundle.open_model()
+    path = clip("rock", 0, "test")
+    result = classify_file(path, hopped, model)
+    states = timeline(result, hopped)
+    audio = load_audio(path, bundle.frontend.sample_rate)
+    pipeline = Pipeline(hopped, model)
+    step = 1234  # blocks that divide neither the hop nor the frame step
+    hops = [r for i in range(0, audio.shape[0], step) for r in pipeline.push(audio[i : i + step])]
+    assert len(hops) == result.windows
+    assert np.allclose([h.t_s for h in hops], [s.t_s for s in states], atol=1e-9)
+    assert np.allclose(np.stack([h.probabilities for h in hops]), result.window_probabilities, atol=1e-6)
+    assert [h.state.genre for h in hops] == [s.genre for s in states]
