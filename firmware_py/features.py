@@ -389,8 +389,9 @@ class StreamingLogMel:
     """Push any number of samples, get the frames they complete.
 
     The output of all pushes concatenated equals ``logmel`` of all samples
-    concatenated, for any chunking: frames are computed once, by the same kernel,
-    as soon as their last sample arrives.
+    concatenated, for any chunking, to float32 rounding (the same kernel runs on
+    batches of other sizes: differences of ~1e-5 dB, tested <= 1e-4): frames are
+    computed once, as soon as their last sample arrives.
     """
 
     def __init__(self, params: FrontendParams = DEFAULT_PARAMS) -> None:
