@@ -281,10 +281,23 @@ def _type_name(tp: Any) -> str:
     return " or ".join(_type_name(a) for a in args)
 
 
-def _got(value: Any) -> str:
+def _secret(key: str) -> bool:
+    """Keys whose values never appear in a message (``mqtt.password``)."""
+    return key.rsplit(".", 1)[-1] == "password"
+
+
+def _got(value: Any, key: str = "") -> str:
+    """``integer 4`` for a message; only the type for a secret key (a PIN-like password
+    written without quotes must not reach the journal)."""
     kinds = {bool: "boolean", int: "integer", float: "number", str: "string"}
     kind = kinds.get(type(value), type(value).__name__)
+    if _secret(key):
+        return f"{kind} (value hidden)"
     return f"{kind} {value!r}"
+
+
+def _shown(value: Any, key: str) -> str:
+    return "(value hidden)" if _secret(key) else repr(value)
 
 
 def _optional(tp: Any) -> bool:
@@ -311,8 +324,9 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
         return float(value)
     elif isinstance(value, str) and str in members:
         return value
+    fix = "write it in quotes" if _secret(key) and str in members else "fix the value"
     raise ConfigError(
-        f"config key '{key}'{where} must be {_type_name(tp)}, got {_got(value)}: fix the value"
+        f"config key '{key}'{where} must be {_type_name(tp)}, got {_got(value, key)}: {fix}"
     )
 
 
@@ -341,14 +355,15 @@ def _parse_text(text: str, tp: Any, key: str, where: str) -> Any:
     if str in members:
         return text
     raise ConfigError(
-        f"config key '{key}'{where} must be {_type_name(tp)}, got {text!r}: fix the value"
+        f"config key '{key}'{where} must be {_type_name(tp)}, got {_shown(text, key)}: fix the value"
     )
 
 
 # -- value checks -------------------------------------------------------------------------
 def _http_ok(value: str) -> bool:
     host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isdigit() and 1 <= int(port) <= 65535)
+    # isdigit() is also true for '²', which int() refuses.
+    return bool(sep and host and port.isascii() and port.isdecimal() and 1 <= int(port) <= 65535)
 
 
 _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
@@ -376,18 +391,20 @@ def _check_value(key: str, value: Any, where: str) -> Any:
     if value is None:
         return None
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"config key '{key}'{where} must be finite, got {value!r}: fix the value")
+        raise ConfigError(
+            f"config key '{key}'{where} must be finite, got {_shown(value, key)}: fix the value"
+        )
     if key == "source.device" and isinstance(value, str):
         value = value.strip()
         if value == "":
             return None
-        if value.isdigit():
+        if value.isdecimal():  # an index; isdigit() is also true for '²', which int() refuses
             return int(value)
     if key == "log_level":
         value = value.lower()
     check = _CHECKS.get(key)
     if check is not None and not check[0](value):
-        raise ConfigError(f"config key '{key}'{where} must be {check[1]}, got {value!r}")
+        raise ConfigError(f"config key '{key}'{where} must be {check[1]}, got {_shown(value, key)}")
     if key == "mqtt.url":
         _check_mqtt_url(value, where)
     return value

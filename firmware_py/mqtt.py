@@ -36,6 +36,7 @@ import os
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -73,21 +74,52 @@ class BrokerAddress(NamedTuple):
         return f"{self.host}:{self.port}"
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (``user:***@host``), for messages.
+
+    Works on text that is not a valid URL too (no scheme, stray brackets): everything
+    between the first ':' after the scheme and the last '@' is the password.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    else:
+        head += sep
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{head}{userinfo.split(':', 1)[0]}:***@{hostpart}"
+
+
+def _bracket_problem(text: str, shown: str, example: str) -> str:
+    opening, closing = text.find("["), text.find("]")
+    if 0 <= opening < closing:
+        return (f"bad MQTT URL {shown!r}: only an IPv6 address goes in brackets "
+                f"(mqtt://[::1]:1883); write a host name or IPv4 address without them ({example})")
+    return (f"bad MQTT URL {shown!r}: unbalanced '[' or ']' in the host; write an IPv6 address "
+            f"in brackets, e.g. mqtt://[::1]:1883")
+
+
 def parse_mqtt_url(url: str) -> BrokerAddress:
     """Split ``mqtt://host[:port]`` or ``mqtts://host[:port]``; one-line ConfigError otherwise.
 
     Credentials in the URL are refused on purpose: URLs end up in logs and process
-    listings, so the password belongs in the ``username``/``password`` settings.
+    listings, so the password belongs in the ``username``/``password`` settings. Errors
+    show the URL with any password masked.
     """
     text = (url or "").strip()
+    shown = redact_url(text)
     example = "e.g. mqtt://127.0.0.1:1883 or mqtts://broker.lan:8883"
     if "://" not in text:
-        raise ConfigError(f"bad MQTT URL {text!r}: expected mqtt://host:port or mqtts://host:port ({example})")
-    parts = urlsplit(text)
+        raise ConfigError(f"bad MQTT URL {shown!r}: expected mqtt://host:port or mqtts://host:port ({example})")
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # an unbalanced '[', or (newer Pythons) "[broker.lan]"
+        raise ConfigError(_bracket_problem(text, shown, example)) from None
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise ConfigError(
-            f"bad MQTT URL {text!r}: scheme {parts.scheme!r} is not supported; use mqtt:// "
+            f"bad MQTT URL {shown!r}: scheme {parts.scheme!r} is not supported; use mqtt:// "
             f"(plain) or mqtts:// (TLS), {example}"
         )
     if parts.username is not None or parts.password is not None:
@@ -95,19 +127,22 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
             "bad MQTT URL: it contains a login; remove it from the URL and set mqtt "
             "username/password (or GENRE_EDGE_MQTT_PASSWORD) instead"
         )
-    host = parts.hostname
+    try:
+        host = parts.hostname
+    except ValueError:  # "[broker.lan]": brackets around something that is not IPv6
+        raise ConfigError(_bracket_problem(text, shown, example)) from None
     if not host:
-        raise ConfigError(f"bad MQTT URL {text!r}: the host is missing ({example})")
+        raise ConfigError(f"bad MQTT URL {shown!r}: the host is missing ({example})")
     try:
         port = parts.port
     except ValueError:
         raise ConfigError(
-            f"bad MQTT URL {text!r}: the port must be a number from 1 to 65535 ({example})"
+            f"bad MQTT URL {shown!r}: the port must be a number from 1 to 65535 ({example})"
         ) from None
     if port == 0:
-        raise ConfigError(f"bad MQTT URL {text!r}: the port must be a number from 1 to 65535 ({example})")
+        raise ConfigError(f"bad MQTT URL {shown!r}: the port must be a number from 1 to 65535 ({example})")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"bad MQTT URL {text!r}: only scheme, host and port are allowed ({example})")
+        raise ConfigError(f"bad MQTT URL {shown!r}: only scheme, host and port are allowed ({example})")
     return BrokerAddress(host, port or _DEFAULT_PORTS[scheme], scheme == "mqtts")
 
 
@@ -278,6 +313,11 @@ class MqttPublisher:
         self._cond = threading.Condition(self._lock)
         self._queue: deque[_Outgoing] = deque()
         self._unacked: dict[int, str] = {}  # mid -> kind, handed to paho, no PUBACK yet
+        # The QoS 0 mids in _unacked. paho drops unsent QoS 0 packets with the connection
+        # and never calls on_publish for them: they leave _unacked on disconnect instead,
+        # or they would hold in-flight slots for ever (and stall the sender at max_inflight).
+        self._unacked_qos0: set[int] = set()
+        self._link = 0  # connection generation: +1 on every disconnect
         self._early_acks: set[int] = set()  # PUBACK seen before the publisher registered the mid
         self._last_state: bytes | None = None
         self._online_mid: int | None = None
@@ -292,6 +332,7 @@ class MqttPublisher:
         self._sender: threading.Thread | None = None
         self._down_since: float | None = None
         self._warned_unreachable = False
+        self._logged_fail_reasons: set[str] = set()  # TLS failures logged this outage
         self._warned_drop = False
         self._warned_closed = False
         self._n = dict.fromkeys(
@@ -312,9 +353,10 @@ class MqttPublisher:
 
         ``states``: publish_state calls; ``states_delivered``: their PUBACKs (re-sends of the
         last state after a reconnect included); ``published``/``delivered``: all PUBLISH
-        packets handed to paho / acknowledged; ``queued``: waiting for the broker;
-        ``inflight``: handed to paho, not yet acknowledged; ``dropped``: evicted from the
-        full queue (oldest first); ``reconnects``: successful connects after the first.
+        packets handed to paho / acknowledged (for QoS 0: written to the socket);
+        ``queued``: waiting for the broker; ``inflight``: handed to paho, not yet
+        acknowledged; ``dropped``: evicted from the full queue (oldest first), or (QoS 0
+        only) lost with the connection; ``reconnects``: successful connects after the first.
         """
         with self._lock:
             out = dict(self._n)
@@ -332,7 +374,9 @@ class MqttPublisher:
         broker only logs a warning; connecting goes on in the background with backoff
         and states are queued meanwhile.
         In both modes a refused login or a failed TLS verification raises, because
-        retrying cannot fix them.
+        retrying cannot fix them; with ``wait=False`` a broker that was unreachable at
+        first and refuses or fails verification later is logged as an error (once per
+        reason) and retried.
         """
         if self._started:
             raise RuntimeError("MqttPublisher.start() called twice")
@@ -354,10 +398,7 @@ class MqttPublisher:
             raise BrokerError(self._tls_verify_message(exc)) from None
         except ssl.SSLError as exc:
             self._abort()
-            raise BrokerError(
-                f"TLS handshake with MQTT broker at {self._addr} failed ({exc.reason or exc}): "
-                "check that the port speaks TLS and the mqtt ca_file/cert_file/key_file"
-            ) from None
+            raise BrokerError(self._tls_handshake_message(exc)) from None
         except (OSError, ValueError) as exc:
             reason = _describe_os_error(exc)
             if wait:
@@ -635,6 +676,7 @@ class MqttPublisher:
             down_s = time.monotonic() - self._down_since if self._down_since is not None else 0.0
             self._down_since = None
             self._warned_unreachable = False
+            self._logged_fail_reasons.clear()
             self._warned_drop = False
             queued = len(self._queue)
             self._request_last_state()
@@ -660,15 +702,35 @@ class MqttPublisher:
             _paho_log.debug("%s", buf)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        # paho calls this from inside its ``except OSError`` around reconnect(): the
+        # exception being handled is the reason (refused, unknown host, TLS verification).
+        exc = sys.exc_info()[1]
+        tls_problem = None
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            tls_problem = self._tls_verify_message(exc)
+        elif isinstance(exc, ssl.SSLError):
+            tls_problem = self._tls_handshake_message(exc)
         with self._cond:
             if self._down_since is None:
                 self._down_since = time.monotonic()
-            warn = not self._warned_unreachable
-            self._warned_unreachable = True
-        # Once per outage: a broker that is away for a day must not fill the journal.
-        if warn:
-            log.warning("MQTT broker at %s is unreachable; retrying every %g-%g s", self._addr,
-                        self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+            if tls_problem is not None:
+                # Retrying cannot fix it, but a service keeps trying (the broker's
+                # certificate may be replaced): once per distinct reason, as an error.
+                warn = tls_problem not in self._logged_fail_reasons
+                self._logged_fail_reasons.add(tls_problem)
+            else:
+                # Once per outage: a broker that is away for a day must not fill the journal.
+                warn = not self._warned_unreachable
+                self._warned_unreachable = True
+        if not warn:
+            return
+        if tls_problem is not None:
+            log.error("%s; retrying every %g-%g s", tls_problem,
+                      self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+            return
+        reason = f" ({_describe_os_error(exc)})" if exc is not None else ""
+        log.warning("MQTT broker at %s is unreachable%s; retrying every %g-%g s", self._addr,
+                    reason, self.settings.reconnect_min_s, self.settings.reconnect_max_s)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any,
                        reason_code: mqtt.ReasonCode, _properties: Any) -> None:
@@ -678,6 +740,12 @@ class MqttPublisher:
             self._connected = False
             self._online_mid = None
             closing = self._closing
+            # paho discards unsent QoS 0 packets with the connection, without on_publish.
+            self._link += 1
+            for mid in self._unacked_qos0:
+                if self._unacked.pop(mid, None) is not None:
+                    self._n["dropped"] += 1
+            self._unacked_qos0.clear()
             if was_ready:
                 self._n["disconnects"] += 1
                 self._down_since = time.monotonic()
@@ -697,6 +765,7 @@ class MqttPublisher:
             if kind is None:
                 self._early_acks.add(mid)
                 return
+            self._unacked_qos0.discard(mid)
             self._count_ack(kind)
             if mid == self._online_mid and not self._closing:
                 self._online_mid = None
@@ -767,31 +836,45 @@ class MqttPublisher:
                 self._cond.notify_all()  # a producer may wait for room (publish_state)
                 payload = self._last_state if item.kind == "last_state" else item.payload
                 kind = "state" if item.kind == "last_state" else item.kind
+                link = self._link
             client = self._client
             if client is None or payload is None:
                 continue
+            qos = self.settings.qos
             try:
-                info = client.publish(item.topic, payload, qos=self.settings.qos, retain=item.retain)
+                info = client.publish(item.topic, payload, qos=qos, retain=item.retain)
             except (ValueError, RuntimeError) as exc:  # paho refuses a malformed message
                 log.error("MQTT: cannot publish on %s: %s", item.topic, exc)
                 continue
-            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                with self._cond:
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE or (
+                qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
+            ):
+                with self._cond:  # a QoS 0 message without a connection is gone
                     self._n["dropped"] += 1
+                    self._cond.notify_all()
                 continue
-            # MQTT_ERR_NO_CONN is fine: paho keeps QoS>0 messages and re-sends them first
-            # after the reconnect.
-            self._register(info.mid, kind)
+            # MQTT_ERR_NO_CONN is fine for QoS>0: paho keeps those messages and re-sends
+            # them first after the reconnect.
+            self._register(info.mid, kind, qos0_link=link if qos == 0 else None)
 
-    def _register(self, mid: int, kind: str) -> None:
+    def _register(self, mid: int, kind: str, qos0_link: int | None = None) -> None:
+        """Track a mid handed to paho until on_publish; ``qos0_link``: the connection
+        generation a QoS 0 message was sent on (None for QoS>0)."""
         with self._cond:
             self._n["published"] += 1
             if mid in self._early_acks:
                 self._early_acks.discard(mid)
                 self._count_ack(kind)
                 self._cond.notify_all()
+            elif qos0_link is not None and qos0_link != self._link:
+                # The link it was sent on died before we got here: paho has already
+                # discarded the packet (no on_publish will come).
+                self._n["dropped"] += 1
+                self._cond.notify_all()
             else:
                 self._unacked[mid] = kind
+                if qos0_link is not None:
+                    self._unacked_qos0.add(mid)
 
     def _count_ack(self, kind: str) -> None:
         self._n["delivered"] += 1
@@ -852,6 +935,10 @@ class MqttPublisher:
             return (f"MQTT broker at {self._addr} refused the login (bad username or password): "
                     "check mqtt username/password")
         return f"MQTT broker at {self._addr} refused the connection ({rc}): check its configuration"
+
+    def _tls_handshake_message(self, exc: ssl.SSLError) -> str:
+        return (f"TLS handshake with MQTT broker at {self._addr} failed ({exc.reason or exc}): "
+                "check that the port speaks TLS and the mqtt ca_file/cert_file/key_file")
 
     def _tls_verify_message(self, exc: ssl.SSLCertVerificationError) -> str:
         why = exc.verify_message or exc.reason or str(exc)

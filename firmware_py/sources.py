@@ -242,7 +242,7 @@ def _device_spec(device: str | int | None) -> str | int | None:
         device = device.strip()
         if device == "":
             return None
-        if device.isdigit():
+        if device.isdecimal():  # an index; isdigit() is also true for '²', which int() refuses
             return int(device)
     return device
 

@@ -290,6 +290,49 @@ def test_password_never_in_repr_or_redacted(tmp_path: Path) -> None:
     assert not next(f for f in dataclasses.fields(MqttConfig) if f.name == "password").repr
 
 
+def test_password_value_never_in_a_type_error(tmp_path: Path) -> None:
+    # A PIN-like password written without quotes: the error says so without echoing it.
+    message = one_line_error(tmp_path, '[mqtt]\nusername = "pi"\npassword = 73914682\n')
+    assert "'mqtt.password'" in message and "a string" in message and "integer" in message
+    assert "73914682" not in message and "quotes" in message
+    message = one_line_error(tmp_path, "[mqtt]\nusername = 'pi'\npassword = 7391.4682\n")
+    assert "7391" not in message and "number" in message
+    # Other keys still show what was found.
+    assert "integer 1883" in one_line_error(tmp_path, "[mqtt]\nurl = 1883\n")
+
+
+@pytest.mark.parametrize("url", [
+    "tcp://pi:hunter2-pw@broker.lan:1883",
+    "ssl://pi:hunter2-pw@broker.lan:8883",
+    "pi:hunter2-pw@broker.lan:1883",
+    "mqtt://pi:hunter2-pw@[::1",
+])
+def test_password_in_a_bad_mqtt_url_is_masked(tmp_path: Path, url: str) -> None:
+    for env, text in (({}, f"[mqtt]\nurl = '{url}'\n"), ({"GENRE_EDGE_MQTT_URL": url}, "")):
+        message = one_line_error(tmp_path, text, env=env)
+        assert "'mqtt.url'" in message and "hunter2" not in message, message
+        assert "pi:***@" in message, message
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    ("[mqtt]\nurl = 'mqtt://[::1'\n", ["'mqtt.url'", "unbalanced", "mqtt://[::1]:1883"]),
+    ("[mqtt]\nurl = 'mqtt://[broker.lan]:1883'\n", ["'mqtt.url'", "only an IPv6 address"]),
+    ("[output]\nhttp = '127.0.0.1:\u00b2'\n", ["'output.http'", "host:port"]),
+])
+def test_malformed_values_are_one_line_errors_not_tracebacks(
+    tmp_path: Path, text: str, needles: list
+) -> None:
+    message = one_line_error(tmp_path, text)
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_a_non_ascii_digit_device_stays_a_name() -> None:
+    # '²'.isdigit() is True but int('²') raises ValueError.
+    assert load_config(None, env={}, overrides={"source.device": "\u00b2"}).source.device == "\u00b2"
+    assert load_config(None, env={"GENRE_EDGE_SOURCE_DEVICE": " 3 "}).source.device == 3
+
+
 def test_world_readable_file_with_password_warns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -123,6 +123,13 @@ def test_parse_mqtt_url(url: str, expected: tuple[str, int, bool]) -> None:
     ("mqtt://127.0.0.1:abc", "port must be a number"),
     ("mqtt://127.0.0.1:0", "port must be a number"),
     ("mqtt://user:pw@127.0.0.1", "set mqtt username/password"),
+    ("mqtt://[::1", "unbalanced '[' or ']'"),
+    ("mqtt://[broker.lan]:1883", "only an IPv6 address goes in brackets"),
+    ("mqtt://[::1]:\u00b2", "port must be a number"),
+    ("tcp://user:pw@127.0.0.1:1883", "'tcp://user:***@127.0.0.1:1883': scheme 'tcp'"),
+    ("ssl://user:pw@x@127.0.0.1", "'ssl://user:***@127.0.0.1'"),
+    ("user:pw@127.0.0.1:1883", "'user:***@127.0.0.1:1883': expected mqtt://"),
+    ("mqtt://user:pw@[::1", "'mqtt://user:***@[::1'"),
     ("mqtt://127.0.0.1/topic", "only scheme, host and port"),
     ("", "expected mqtt://"),
 ])
@@ -399,6 +406,50 @@ def test_stream_survives_repeated_broker_kills(
     assert pub.counters["dropped"] == 0 and pub.counters["reconnects"] >= 1
 
 
+def test_qos0_messages_lost_with_the_link_do_not_stall_the_sender(
+    mqtt_broker: Broker, mqtt_subscriber: Callable[..., Subscriber],
+    make_publisher: Callable[..., MqttPublisher],
+) -> None:
+    # paho discards unsent QoS 0 packets with the connection and never calls on_publish
+    # for them: they must not keep in-flight slots, or after max_inflight such losses the
+    # sender never sends again.
+    pub = make_publisher(settings(mqtt_broker.url, qos=0, max_inflight=2,
+                                  reconnect_min_s=0.05, reconnect_max_s=0.2))
+    pub.start()
+    done = threading.Event()
+
+    def produce() -> None:  # as fast as a file played --fast
+        i = 0
+        while not done.is_set():
+            pub.publish_state(state(i))
+            i += 1
+            time.sleep(0.0005)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        for _ in range(8):
+            time.sleep(0.15)
+            mqtt_broker.kill()
+            time.sleep(0.05)
+            mqtt_broker.start()
+            deadline = time.monotonic() + 5
+            while not pub.connected and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        done.set()
+        producer.join()
+    sub = mqtt_subscriber(mqtt_broker, (STATE,))
+    mark = sub.mark()
+    pub.publish_state(state(-1, genre="jazz"))
+    assert sub.wait_for(STATE, lambda m: m.json()["seq"] == -1, timeout=10, start=mark)
+    deadline = time.monotonic() + 5
+    while pub.counters["inflight"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    c = pub.counters
+    assert c["inflight"] == 0 and c["queued"] == 0 and c["reconnects"] >= 8, c
+
+
 def test_stop_is_bounded_while_the_broker_is_away(
     mqtt_broker: Broker, make_publisher: Callable[..., MqttPublisher],
 ) -> None:
@@ -512,6 +563,47 @@ def test_tls_with_a_generated_ca_and_a_wrong_ca(
     with pytest.raises(ConfigError) as cerr:
         make_publisher(settings(broker.tls_url, ca_file="/nonexistent/ca.pem")).start()
     assert "/nonexistent/ca.pem not found" in one_line(cerr.value)
+
+
+def wait_for_log(caplog: pytest.LogCaptureFixture, words: str, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while words not in caplog.text:
+        assert time.monotonic() < deadline, f"no log line with {words!r}: {caplog.text}"
+        time.sleep(0.02)
+
+
+def test_service_mode_logs_a_tls_verification_failure_after_a_late_broker(
+    broker_factory: Callable[..., Broker], tls_material: TlsMaterial,
+    make_publisher: Callable[..., MqttPublisher], caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A service boots before its broker (start(wait=False)); when the broker comes up with
+    # a certificate that does not verify, the journal must say so, not only "unreachable".
+    caplog.set_level(logging.INFO, logger="firmware_py.mqtt")
+    broker = broker_factory(tls=tls_material, start=False)
+    wrong = str(tls_material.other_ca_file)
+    pub = make_publisher(settings(broker.tls_url, ca_file=wrong))
+    pub.start(wait=False)
+    assert "(connection refused)" in caplog.text
+    broker.start()
+    wait_for_log(caplog, "failed verification")
+    time.sleep(1.5)  # several more attempts (backoff 0.1-0.5 s): still logged once
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert wrong in errors[0] and "check mqtt ca_file" in errors[0] and "\n" not in errors[0]
+    assert not pub.connected and pub.counters["connects"] == 0
+
+
+def test_lost_broker_warning_names_the_reason(
+    mqtt_broker: Broker, make_publisher: Callable[..., MqttPublisher],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="firmware_py.mqtt")
+    pub = make_publisher(settings(mqtt_broker.url))
+    pub.start()
+    mqtt_broker.kill()
+    wait_for_log(caplog, "is unreachable")
+    line = next(r.getMessage() for r in caplog.records if "is unreachable" in r.getMessage())
+    assert f"127.0.0.1:{mqtt_broker.port} is unreachable (connection refused); retrying" in line
 
 
 def test_tls_client_certificate(

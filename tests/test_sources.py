@@ -309,6 +309,14 @@ def test_select_by_index_and_digit_string() -> None:
     assert MicrophoneSource("0", RATE, sd_module=two_mics()).device_name == "Built-in Mic"
 
 
+def test_a_non_ascii_digit_device_is_a_name_not_a_traceback() -> None:
+    # '²'.isdigit() is True but int('²') raises: it must be matched as a name.
+    with pytest.raises(DeviceError) as err:
+        MicrophoneSource("²", RATE, sd_module=two_mics())
+    assert "no input device matching '²'" in str(err.value) and "\n" not in str(err.value)
+    assert MicrophoneSource(" 2 ", RATE, sd_module=two_mics()).device_index == 2
+
+
 def test_default_device_and_no_default() -> None:
     assert MicrophoneSource(None, RATE, sd_module=two_mics()).device_index == 0
     sd = two_mics()
