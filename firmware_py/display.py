@@ -85,7 +85,7 @@ def parse_http_address(text: str) -> tuple[str, int]:
             if not _HOSTNAME_RE.match(host):
                 raise ConfigError(f"bad HTTP address {value!r}: {host!r} is not a host name or "
                                   f"IP address; {example}") from None
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdecimal()) or not 1 <= int(port_text) <= 65535:
         raise ConfigError(
             f"bad HTTP address {value!r}: the port must be a number from 1 to 65535; {example}"
         )

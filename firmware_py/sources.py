@@ -328,6 +328,8 @@ class MicrophoneSource(Source):
         self._last_data_s = 0.0
         self._warned_drops = 0
         self._warned_at_s = -math.inf
+        self._reopen_reasons: set[str] = set()  # why re-opening failed, logged once each
+        self._opened_as: tuple[int, int, int] | None = None  # (index, rate, channels) logged
         self._choose(list_input_devices(self._sd), first=True)
 
     # -- device and rate -------------------------------------------------------------------
@@ -417,10 +419,12 @@ class MicrophoneSource(Source):
         self.device_name = str(dev["name"])
         self.device_rate = rate
         self.channels = channels
-        log.info(
-            "microphone %d %r: %d Hz, %d channel(s), mixed to mono and resampled to %d Hz",
-            self.device_index, self.device_name, rate, channels, self.sample_rate,
-        )
+        if self._opened_as != (self.device_index, rate, channels):  # not on every retry
+            self._opened_as = (self.device_index, rate, channels)
+            log.info(
+                "microphone %d %r: %d Hz, %d channel(s), mixed to mono and resampled to %d Hz",
+                self.device_index, self.device_name, rate, channels, self.sample_rate,
+            )
 
     def describe(self) -> str:
         state = "" if self.connected or not self.reconnects else ", reconnecting"
@@ -502,10 +506,21 @@ class MicrophoneSource(Source):
                 log.debug("re-initialising PortAudio failed: %s", exc)
         try:
             self._choose(list_input_devices(self._sd), first=False)
-            self._open_stream()
-        except Exception as exc:  # anything at all means "not back yet"
+        except Exception as exc:  # not listed (still unplugged) or not usable: not back yet
             log.debug("microphone not back yet: %s", " ".join(str(exc).split()))
             return False
+        try:
+            self._open_stream()
+        except Exception as exc:
+            # Listed again but it will not open (held by another program, ...): say why,
+            # once per reason, or the journal only shows "retrying" for ever.
+            reason = " ".join(str(exc).split())
+            if reason not in self._reopen_reasons:
+                self._reopen_reasons.add(reason)
+                log.warning("microphone %r is back but cannot be opened (%s); retrying",
+                            self.device_name, reason)
+            return False
+        self._reopen_reasons.clear()
         self.reconnects += 1
         log.warning("microphone %r is back: %d Hz, %d channel(s)",
                     self.device_name, self.device_rate, self.channels)

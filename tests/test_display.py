@@ -131,6 +131,7 @@ def test_parse_http_address(text: str, expected: tuple[str, int]) -> None:
     ("127.0.0.1:0", "port must be a number"),
     ("127.0.0.1:70000", "port must be a number"),
     ("127.0.0.1:http", "port must be a number"),
+    ("127.0.0.1:\u00b2", "port must be a number"),  # a superscript two: isdigit() but not int()
     ("::1:8080", "brackets"),
     ("[nope]:8080", "not an IPv6 address"),
     ("bad host:8080", "not a host name"),

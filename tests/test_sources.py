@@ -541,3 +541,32 @@ def test_open_source_from_config(stereo_44k: Path) -> None:
     assert isinstance(src, FileSource) and src.block_samples == 3200 and not src.realtime
     mic = open_source(SourceConfig(device="usb", retry_s=1.0), RATE, sd_module=two_mics())
     assert isinstance(mic, MicrophoneSource) and mic.device_index == 2 and mic.retry_s == 1.0
+
+
+def test_a_device_that_returns_but_will_not_open_says_why_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Back in the list but held by another program: the reason reaches the log, once."""
+    tone = 0.2 * np.sin(2 * np.pi * 440 * np.arange(48000) / 48000)
+    dev = FakeDevice("USB Audio", 2, audio=np.stack([tone, tone], axis=1))
+    sd = FakeSoundDevice([dev], default_input=2, speed=4.0)
+    caplog.set_level(logging.INFO, logger="firmware_py.sources")
+    src = MicrophoneSource("USB", RATE, retry_s=0.05, stall_timeout_s=0.3, sd_module=sd)
+
+    def consume() -> None:
+        for _ in src.blocks():
+            if dev.present:
+                dev.present = False  # unplugged after the first block ...
+                threading.Timer(0.4, back_but_busy).start()
+
+    def back_but_busy() -> None:
+        sd.fail_open = True  # ... listed again, but InputStream() fails
+        dev.present = True
+        threading.Timer(1.5, src.close).start()
+
+    thread, out = in_thread(consume)
+    thread.join(timeout=20)
+    assert "error" not in out, out.get("error")
+    busy = [r for r in caplog.records if "is back but cannot be opened" in r.getMessage()]
+    assert len(busy) == 1 and busy[0].levelno == logging.WARNING  # ~30 attempts, one line
+    assert "Device unavailable" in busy[0].getMessage()
+    opened = [r for r in caplog.records if r.getMessage().startswith("microphone 2 'USB Audio'")]
+    assert len(opened) == 1  # the device/rate line is not repeated on every retry
