@@ -297,3 +297,69 @@ def test_train_refuses_bad_input(tmp_path: Path, synthetic_run: Path) -> None:
         run_command(commands.train, "--data", str(tmp_path), "--out", str(tmp_path / "r"),
                     "--distill", "0.8")
     assert os.path.isdir(synthetic_run)
+
+
+# -- found by review: data and run-folder faults ---------------------------------------
+def test_a_file_shorter_than_one_frame_is_skipped_not_fatal(tmp_path: Path) -> None:
+    tiny = tmp_path / "g" / "tiny.wav"
+    tiny.parent.mkdir(parents=True)
+    scipy.io.wavfile.write(tiny, 16000, np.zeros(100, np.int16))  # < n_fft samples: 0 frames
+    stats = build_cache([Track("g/tiny", 0, "g", tiny, DEFAULT_PARAMS, tmp_path / "c")],
+                        progress=False)
+    assert list(stats.failed) == [str(tiny)] and "shorter than one analysis frame" in stats.failed[str(tiny)]
+
+
+def test_a_damaged_cache_entry_is_computed_again(tmp_path: Path, caplog) -> None:
+    write_tone(tmp_path / "g" / "t.wav", 440.0, 2.0)
+    t = Track("g/t", 0, "g", tmp_path / "g" / "t.wav", DEFAULT_PARAMS, tmp_path / "c")
+    assert build_cache([t], progress=False).decoded == 1
+    good = np.asarray(t.features()).copy()
+    blob = t.cache_path.read_bytes()
+    t.cache_path.write_bytes(blob[: len(blob) // 2])  # a full disk, a killed copy, ...
+    with caplog.at_level("WARNING", logger="training.dataset"):
+        again = build_cache([t], progress=False)
+    assert (again.decoded, again.cached) == (1, 0) and "damaged" in caplog.text
+    assert np.array_equal(np.asarray(t.features()), good)
+    t.cache_path.write_bytes(b"\x93NUMPY garbage")
+    assert np.array_equal(np.asarray(t.features()), good)  # also when read directly
+
+
+def test_a_named_split_missing_a_genre_names_it(tmp_path: Path) -> None:
+    lists = (Path(dataset.__file__).parent / "splits" / "gtzan-filtered.train.txt").read_text().split()
+    for name in [n for n in lists if n.startswith("blues/")][:3]:
+        write_tone(tmp_path / "genres" / name, 440.0, 0.05)
+    for k in range(3):
+        write_tone(tmp_path / "genres" / "electronic" / f"mine{k}.wav", 440.0, 0.05)
+    with pytest.raises(GenreEdgeError, match="no training tracks of electronic.*--genres, or use --split random"):
+        dataset.assign_splits(dataset.scan_tree(tmp_path / "genres"), "gtzan-filtered", seed=0)
+
+
+def test_a_gtzan_copy_is_pointed_at_the_artist_filtered_split(tmp_path: Path, caplog) -> None:
+    for genre in ("blues", "jazz"):
+        for k in range(10):
+            write_tone(tmp_path / "genres" / genre / f"{genre}.{k:05d}.wav", 440.0, 0.05)
+    with caplog.at_level("WARNING", logger="training.dataset"):
+        spec, _ = prepare_dataset(tmp_path / "genres")
+    assert spec.split == "random" and "pass --split gtzan-filtered" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="training.dataset"):
+        prepare_dataset(tmp_path / "genres", split="random")  # asked for: no nagging
+    assert "gtzan-filtered" not in caplog.text
+
+
+def test_overwrite_clears_the_old_run_and_bad_folders_fail_first(tmp_path: Path) -> None:
+    old = tmp_path / "run"
+    old.mkdir()
+    for name in ("run.json", "splits.json", "history.json", "model.keras", "report-val.json",
+                 "report.md", "confusion.png", "curves.png", "notes.txt"):
+        (old / name).write_text("old")
+    commands.clear_run_folder(old)
+    assert [p.name for p in old.iterdir()] == ["notes.txt"]  # the user's own file stays
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for flag, value in (("--out", afile), ("--cache", tmp_path / "afile" / "sub")):
+        args = ["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]
+        args = ([*args[:2], "--out", str(value)] if flag == "--out"
+                else [*args, "--cache", str(value)])
+        with pytest.raises(GenreEdgeError, match=f"cannot use {flag} .*choose a writable folder"):
+            run_command(commands.train, *args)

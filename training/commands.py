@@ -40,6 +40,20 @@ def _momentum(text: str) -> float:
     return value
 
 
+#: What a training run writes into its folder (removed first by --overwrite).
+RUN_FILES = ("run.json", "splits.json", "history.json", "model.keras", "report*.json",
+             "report*.md", "confusion*.png", "curves.png")
+
+
+def clear_run_folder(out: Path) -> None:
+    """Remove a previous run's files (``--overwrite``) before training starts: an
+    interrupted or still-running overwrite must never leave a folder that mixes two runs
+    (the old labels and splits with the new model). Other files are left alone."""
+    for name in RUN_FILES:
+        for stale in out.glob(name):
+            stale.unlink()
+
+
 def _positive(kind: type):
     def parse(text: str):
         try:
@@ -139,6 +153,14 @@ def _train_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "run.json").exists() and not args.overwrite:
         raise GenreEdgeError(f"{out} already holds a training run: choose another --out or pass --overwrite")
+    for folder, flag in ((out, "--out"), (Path(args.cache).expanduser() if args.cache else None, "--cache")):
+        if folder is None:
+            continue
+        try:  # before any decoding: a bad path must not cost minutes first
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GenreEdgeError(f"cannot use {flag} {folder} ({exc.strerror}): choose a writable "
+                                 "folder") from None
     t0 = time.time()
     genres = [g.strip() for g in args.genres.split(",") if g.strip()] if args.genres else None
     spec, parts = prepare_dataset(
@@ -153,6 +175,8 @@ def _train_run(args: argparse.Namespace) -> int:
     labels = list(spec.genres)
     splits = to_tracks(parts, labels, frontend, cache_dir)
     check_disjoint(splits)
+    if args.overwrite:
+        clear_run_folder(out)
     every = [t for part in splits.values() for t in part]
     stats = build_cache(every, workers=args.workers, progress=not args.quiet)
     if stats.failed:

@@ -112,9 +112,25 @@ class Track:
         Decodes and caches the track first if it is not cached yet.
         """
         target = self.cache_path
-        if not target.is_file():
+        if not cache_entry_ok(target, self.frontend):
             _compute_and_store(self.path, self.frontend, target)
         return np.load(target, mmap_mode="r")
+
+
+def cache_entry_ok(target: Path, params: FrontendParams) -> bool:
+    """True when ``target`` holds usable features; a damaged entry (truncated by a full
+    disk, edited, empty) is deleted so that it is computed again."""
+    if not target.is_file():
+        return False
+    try:
+        feats = np.load(target, mmap_mode="r")
+        ok = feats.ndim == 2 and feats.shape[0] > 0 and feats.shape[1] == params.n_mels
+    except (ValueError, OSError, EOFError):
+        ok = False
+    if not ok:
+        log.warning("feature cache entry %s is damaged: computing it again", target)
+        target.unlink(missing_ok=True)
+    return ok
 
 
 def cache_file(path: Path, params: FrontendParams, cache_dir: Path) -> Path:
@@ -136,6 +152,9 @@ def _compute_and_store(path: Path, params: FrontendParams, target: Path) -> int:
     from firmware_py.features import logmel
 
     feats = logmel(load_audio(path, params.sample_rate), params)
+    if feats.shape[0] == 0:
+        raise AudioError(f"{path} is shorter than one analysis frame ({params.n_fft} samples): "
+                         "remove it from the data")
     save_npy_atomic(target, feats.astype(np.float32, copy=False))
     return int(feats.shape[0])
 
@@ -194,7 +213,7 @@ def build_cache(
     todo = []
     for t in tracks:
         target = t.cache_path
-        if target.is_file():
+        if cache_entry_ok(target, t.frontend):
             stats.cached += 1
         else:
             todo.append((str(t.path), t.frontend.to_dict(), str(target)))
@@ -423,6 +442,13 @@ def assign_splits(
             )
         if found < listed:
             log.info("split %s: %d of its %d listed files are in the data", split, found, listed)
+        unlisted = sorted({e.genre for e in entries} - {e.genre for e in out["train"]})
+        if unlisted:
+            raise GenreEdgeError(
+                f"split '{split}' has no training tracks of {', '.join(unlisted)} (it lists "
+                f"GTZAN files only): leave {'them' if len(unlisted) > 1 else 'it'} out with "
+                "--genres, or use --split random"
+            )
     for part in SPLITS:
         out[part].sort(key=lambda e: e.track_id)
         if not out[part]:
@@ -458,6 +484,15 @@ class DatasetSpec:
         return cls(**kw)
 
 
+def _looks_like_gtzan(entries: Sequence[Entry]) -> bool:
+    """Most files are named like GTZAN's and listed by the artist-filtered split."""
+    if not entries:
+        return False
+    lists = _named_split_lists("gtzan-filtered")
+    listed = set().union(*lists.values())
+    return sum(_gtzan_key(e.path.name) in listed for e in entries) >= 0.5 * len(entries)
+
+
 def prepare_dataset(
     data_dir: str | Path,
     *,
@@ -484,6 +519,10 @@ def prepare_dataset(
     entries = [e for e in entries if e.genre in chosen]
     if split is None:
         split = "manifest" if man and all(e.split for e in entries) else "random"
+        if split == "random" and _looks_like_gtzan(entries):
+            log.warning("this looks like GTZAN: a random split puts one artist's songs in "
+                        "training and test (10+ points too optimistic); pass --split "
+                        "gtzan-filtered for the artist-filtered split")
     if split == "manifest" and man is None:
         raise GenreEdgeError("--split manifest needs a manifest: pass --manifest or use --split random")
     missing = [e for e in entries if not e.path.is_file()]
