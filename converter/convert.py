@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import subprocess
 import tempfile
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware_py.bundle import load_bundle, write_bundle
+from firmware_py.bundle import MAX_HOP_S, load_bundle, write_bundle
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 from firmware_py.inference import Model
@@ -242,9 +243,20 @@ def convert_run(
     run = read_run(run_dir)
     labels = list(run["labels"])
     frontend = FrontendParams.from_dict(run["frontend"])
-    hop_s = float(hop_s or run.get("hop_s") or 1.0)
+    hop_s = float(hop_s if hop_s is not None else (run.get("hop_s") or 1.0))
+    if not (math.isfinite(hop_s) and 0 < hop_s <= MAX_HOP_S):
+        raise GenreEdgeError(f"--hop-s {hop_s:g} is not a hop: give seconds in (0, {MAX_HOP_S:g}]")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GenreEdgeError(f"--out {out_dir} is a file: give a folder for the bundle")
     hop_frames = max(1, round(hop_s / frontend.hop_s))
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    outputs = int(model.output_shape[-1])
+    if outputs != len(labels):
+        raise GenreEdgeError(
+            f"run {run_dir}: model.keras has {outputs} outputs but run.json lists {len(labels)} "
+            "labels (a training run into this folder was interrupted or is still going): "
+            "train again into it, or convert another run"
+        )
     splits = load_run_splits(run_dir)
     if not splits.get("train"):
         raise GenreEdgeError(f"run {run_dir} has no training tracks to calibrate on: check its data")

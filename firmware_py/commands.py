@@ -50,9 +50,12 @@ def _features_run(args: argparse.Namespace) -> int:
     from .features import logmel
 
     params = _frontend_params(args.bundle)
+    out = Path(args.out)
+    if out.suffix != ".npy":  # np.save would add it: name the file that is written
+        out = out.with_name(out.name + ".npy")
     feats = logmel(load_audio(args.file, params.sample_rate), params)
-    write_output(args.out, lambda p: np.save(p, feats))
-    print(f"{args.out}: {feats.shape[0]} frames x {feats.shape[1]} mels "
+    write_output(str(out), lambda p: np.save(p, feats))
+    print(f"{out}: {feats.shape[0]} frames x {feats.shape[1]} mels "
           f"({feats.shape[0] * params.hop_s:.2f} s at {params.hop_s * 1000:.0f} ms hop)")
     return 0
 

@@ -30,6 +30,10 @@ def test_features_writes_batch_logmel(tmp_path: Path) -> None:
     # The CLI runs numpy's BLAS on one thread (firmware_py sets OPENBLAS_NUM_THREADS
     # before numpy loads); this process may use several: sums differ in the last bits.
     np.testing.assert_allclose(feats, logmel(load_audio(src, 16000)), atol=1e-4, rtol=0)
+    bare = tmp_path / "g"  # np.save adds .npy: the message names the file really written
+    res = run_cli("features", str(src), "--out", str(bare))
+    assert res.returncode == 0 and res.stdout.startswith(f"{bare}.npy: ")
+    assert (tmp_path / "g.npy").is_file() and not bare.exists()
 
 
 def test_features_errors_are_one_line(tmp_path: Path) -> None:

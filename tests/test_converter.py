@@ -88,3 +88,24 @@ def test_cli_convert_and_errors(synthetic_run: Path, tmp_path: Path) -> None:
         convert_run(tmp_path / "nope", tmp_path / "x")
     with pytest.raises(GenreEdgeError, match="not a finished training run"):
         convert_run(tmp_path, tmp_path / "x")
+
+
+def test_convert_refuses_bad_arguments_and_mixed_runs_before_converting(synthetic_run: Path,
+                                                                        tmp_path: Path) -> None:
+    import shutil
+
+    for hop in (-0.5, 0.0, float("inf")):
+        with pytest.raises(GenreEdgeError, match="is not a hop: give seconds in"):
+            convert_run(synthetic_run, tmp_path / "x", hop_s=hop)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(GenreEdgeError, match="is a file: give a folder"):
+        convert_run(synthetic_run, afile)
+    mixed = tmp_path / "mixed"  # what an interrupted --overwrite with other genres left
+    shutil.copytree(synthetic_run, mixed)
+    run = json.loads((mixed / "run.json").read_text())
+    run["labels"] = [*run["labels"], "jazz"]
+    (mixed / "run.json").write_text(json.dumps(run))
+    with pytest.raises(GenreEdgeError, match=r"outputs but run.json lists \d+ labels"):
+        convert_run(mixed, tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # nothing written
