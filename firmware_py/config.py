@@ -517,7 +517,8 @@ def _warn_if_world_readable(path: Path, data: Mapping[str, Any]) -> None:
     if mode & stat.S_IROTH:
         log.warning(
             "config file %s holds the MQTT password and is readable by every user: "
-            "run 'chmod 600 %s' (and chown it to the service user)", path, path,
+            "run 'chmod o-rwx %s' (the service reads it through its group: deploy/install.sh "
+            "makes it root:genre-edge 0640)", path, path,
         )
 
 

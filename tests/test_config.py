@@ -341,7 +341,7 @@ def test_world_readable_file_with_password_warns(
         load_config(path, env={})
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "chmod 600" in warnings[0].getMessage() and str(path) in warnings[0].getMessage()
+    assert "chmod o-rwx" in warnings[0].getMessage() and str(path) in warnings[0].getMessage()
     assert SECRET not in caplog.text
 
 
