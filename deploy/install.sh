@@ -233,16 +233,24 @@ install_package() {
     fi
     local pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
     if [[ -d $spec ]]; then
-        # Build a wheel first: the checkout stays clean (no build/ or egg-info in it) and
-        # the reinstall below needs no second build.
+        # Build a wheel first, from a copy: pip builds in the source tree, and as root it
+        # would leave root-owned build/ and egg-info in the user's checkout (which then
+        # breaks their own 'make run'); the reinstall below needs no second build.
         if ((DRY_RUN)); then
             WORK_DIR=/tmp/genre-edge-install.XXXXXX
         else
             WORK_DIR=$(mktemp -d /tmp/genre-edge-install.XXXXXX)
             trap 'rm -rf -- "$WORK_DIR"' EXIT
         fi
-        say "building a wheel from $spec"
-        run "${pip[@]}" wheel --quiet --no-deps "${PIP_ARGS[@]}" --wheel-dir "$WORK_DIR" "$spec"
+        say "building a wheel from $spec (a copy in $WORK_DIR/src)"
+        if ((DRY_RUN)); then
+            printf '+ copy %s to %s\n' "$spec" "$WORK_DIR/src"
+        else
+            mkdir "$WORK_DIR/src"
+            tar -C "$spec" --exclude=./.git --exclude=./.venv --exclude=./build \
+                --exclude='./*.egg-info' --exclude=./runs -cf - . | tar -C "$WORK_DIR/src" -xf -
+        fi
+        run "${pip[@]}" wheel --quiet --no-deps "${PIP_ARGS[@]}" --wheel-dir "$WORK_DIR" "$WORK_DIR/src"
         if ((DRY_RUN)); then
             spec=$WORK_DIR/genre_edge-VERSION-py3-none-any.whl
         else
