@@ -9,9 +9,11 @@ SYSTEM_PACKAGES := mosquitto libportaudio2 libsndfile1 python3-venv chromium she
 
 .PHONY: run test lint sysdeps device-env dev-env default-model bench clean
 
-# A failed venv (e.g. python3-venv missing) is removed, so the next make starts over.
+# A venv that failed to be created (e.g. python3-venv missing) is removed, so the next
+# make starts over instead of finding a python without pip.
 $(PY):
-	$(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip || { rm -rf $(VENV); exit 1; }
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
 
 # Device dependencies only (+ soundfile for the Opus demo clip): what a Pi installs.
 $(VENV)/.device: $(PY) pyproject.toml

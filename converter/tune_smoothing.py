@@ -86,22 +86,23 @@ def evaluate(data: dict[str, Any], params: SmoothingParams) -> dict[str, float]:
     labels = data["labels"]
     bundle = data["bundle"]
     t0 = bundle.frontend.window_s
+    hop_s = bundle.hop_frames * bundle.frontend.hop_s  # whole frames, as listen runs it
     changes = 0
     minutes = 0.0
     for g, probs in data["steady"].items():
-        states = run_smoother(labels, probs, params=params, hop_s=bundle.hop_s, t0_s=t0)
+        states = run_smoother(labels, probs, params=params, hop_s=hop_s, t0_s=t0)
         first = next((i for i, s in enumerate(states) if s.genre == g), None)
         if first is None:
             changes += 10
             continue
         changes += sum(s.changed for s in states[first + 1 :])
-        minutes += len(probs) * bundle.hop_s / 60
+        minutes += len(probs) * hop_s / 60
     delays, reachable = [], []
     for _g1, g2, boundary_s, probs in data["pairs"]:
-        states = run_smoother(labels, probs, params=params, hop_s=bundle.hop_s, t0_s=t0)
+        states = run_smoother(labels, probs, params=params, hop_s=hop_s, t0_s=t0)
         follow = next((s.t_s for s in states if s.t_s > boundary_s and s.genre == g2), None)
         delays.append(np.inf if follow is None else follow - boundary_s)
-        ends_s = t0 + np.arange(len(probs)) * bundle.hop_s  # when each window is complete
+        ends_s = t0 + np.arange(len(probs)) * hop_s  # when each window is complete
         soon = (ends_s > boundary_s) & (ends_s <= boundary_s + FOLLOW_S)
         reachable.append(bool(np.any(np.argmax(probs[soon], axis=1) == labels.index(g2))))
     d = np.array(delays)

@@ -243,12 +243,13 @@ install_package() {
             trap 'rm -rf -- "$WORK_DIR"' EXIT
         fi
         say "building a wheel from $spec (a copy in $WORK_DIR/src)"
+        # Only what the package is built from (not datasets, caches or runs in the checkout).
+        local parts=(pyproject.toml README.md firmware_py training converter)
         if ((DRY_RUN)); then
-            printf '+ copy %s to %s\n' "$spec" "$WORK_DIR/src"
+            printf '+ %s\n' "$(quote copy "${parts[@]/#/$spec/}" "$WORK_DIR/src")"
         else
             mkdir "$WORK_DIR/src"
-            tar -C "$spec" --exclude=./.git --exclude=./.venv --exclude=./build \
-                --exclude='./*.egg-info' --exclude=./runs -cf - . | tar -C "$WORK_DIR/src" -xf -
+            tar -C "$spec" --exclude=__pycache__ -cf - "${parts[@]}" | tar -C "$WORK_DIR/src" -xf -
         fi
         run "${pip[@]}" wheel --quiet --no-deps "${PIP_ARGS[@]}" --wheel-dir "$WORK_DIR" "$WORK_DIR/src"
         if ((DRY_RUN)); then

@@ -49,7 +49,7 @@ def window_levels_dbfs(samples: np.ndarray, n_windows: int, hop: int, win: int) 
 
 def classify_file(path: str | Path, bundle: Bundle, model: Any) -> FileResult:
     """Every window of the file through the model; the track's genre is the mean-probability vote."""
-    from .smoothing import SmoothingParams
+    from .smoothing import SmoothingParams, level_dbfs
 
     fe = bundle.frontend
     samples = load_audio(path, fe.sample_rate)
@@ -64,11 +64,13 @@ def classify_file(path: str | Path, bundle: Bundle, model: Any) -> FileResult:
     hop_samples = bundle.hop_frames * fe.hop_length
     levels = window_levels_dbfs(samples, len(wins), hop_samples, win_samples)
     gate = SmoothingParams.from_dict(bundle.smoothing).silence_dbfs
-    if float(levels.max()) < gate:
+    # The per-window levels cover each window's newest hop; the first window's older part
+    # (the file's first ~2 s) is measured on its own.
+    loudest = max(float(levels.max()), level_dbfs(samples[: max(1, win_samples - hop_samples)]))
+    if loudest < gate:
         raise AudioError(
-            f"{path} is silent (loudest {hop_samples / fe.sample_rate:g} s at "
-            f"{float(levels.max()):.0f} dBFS, below the silence gate of {gate:.0f} dBFS): "
-            "nothing to classify; check the recording level"
+            f"{path} is silent (loudest part at {loudest:.0f} dBFS, below the silence gate of "
+            f"{gate:.0f} dBFS): nothing to classify; check the recording level"
         )
     probs = model.predict_many(wins)
     mean = probs.mean(axis=0)

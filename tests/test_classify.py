@@ -88,6 +88,13 @@ def test_too_short_and_silent_files_are_one_line_errors(capsys, tmp_path) -> Non
     assert "silent.wav is silent" in err[1] and "below the silence gate of -60 dBFS" in err[1]
     records = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["file"] for r in records] == [str(path)]
+    # sound only in the first 2 s (before the first window's newest hop) is not silence
+    from firmware_py.audio import load_audio
+
+    early = tmp_path / "early.wav"
+    music = load_audio(path, 16000)[: 2 * 16000]
+    sf.write(early, np.concatenate([music, np.zeros(int(1.5 * 16000), np.float32)]), 16000)
+    assert main(["classify", "--json", str(early)]) == 0
 
 
 @pytest.mark.parametrize("hop_s", [1.0, 2.5, 0.333])  # 0.333 s: 33 frames

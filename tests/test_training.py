@@ -351,11 +351,17 @@ def test_a_gtzan_copy_is_pointed_at_the_artist_filtered_split(tmp_path: Path, ca
 def test_overwrite_clears_the_old_run_and_bad_folders_fail_first(tmp_path: Path) -> None:
     old = tmp_path / "run"
     old.mkdir()
+    mine = ("notes.txt", "report-meeting.md", "history.json")
+    for name in mine:
+        (old / name).write_text("mine")
+    commands.clear_run_folder(old)  # no run.json: not a training run, nothing touched
+    assert sorted(p.name for p in old.iterdir()) == sorted(mine)
     for name in ("run.json", "splits.json", "history.json", "model.keras", "report-val.json",
-                 "report.md", "confusion.png", "curves.png", "notes.txt"):
+                 "report-val.md", "report.json", "report.md", "confusion.png",
+                 "confusion-val.png", "curves.png"):
         (old / name).write_text("old")
     commands.clear_run_folder(old)
-    assert [p.name for p in old.iterdir()] == ["notes.txt"]  # the user's own file stays
+    assert sorted(p.name for p in old.iterdir()) == ["notes.txt", "report-meeting.md"]
     afile = tmp_path / "afile"
     afile.write_text("x")
     for flag, value in (("--out", afile), ("--cache", tmp_path / "afile" / "sub")):

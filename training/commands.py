@@ -40,18 +40,23 @@ def _momentum(text: str) -> float:
     return value
 
 
-#: What a training run writes into its folder (removed first by --overwrite).
-RUN_FILES = ("run.json", "splits.json", "history.json", "model.keras", "report*.json",
-             "report*.md", "confusion*.png", "curves.png")
+#: What a training run writes into its folder besides the reports of ``evaluate._names``
+#: (removed first by --overwrite).
+RUN_FILES = ("run.json", "splits.json", "history.json", "model.keras", "curves.png")
 
 
 def clear_run_folder(out: Path) -> None:
     """Remove a previous run's files (``--overwrite``) before training starts: an
     interrupted or still-running overwrite must never leave a folder that mixes two runs
     (the old labels and splits with the new model). Other files are left alone."""
-    for name in RUN_FILES:
-        for stale in out.glob(name):
-            stale.unlink()
+    from .dataset import SPLITS
+    from .evaluate import _names
+
+    if not (out / "run.json").is_file():
+        return  # not a training run: touch nothing
+    names = {*RUN_FILES, *(n for split in SPLITS for n in _names(split).values())}
+    for name in sorted(names):
+        (out / name).unlink(missing_ok=True)
 
 
 def _positive(kind: type):

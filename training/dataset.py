@@ -125,8 +125,9 @@ def cache_entry_ok(target: Path, params: FrontendParams) -> bool:
     try:
         feats = np.load(target, mmap_mode="r")
         ok = feats.ndim == 2 and feats.shape[0] > 0 and feats.shape[1] == params.n_mels
-    except (ValueError, OSError, EOFError):
-        ok = False
+        del feats  # the map holds the file open
+    except (ValueError, EOFError):  # not an .npy, or cut short; an OSError (e.g. too many
+        ok = False                  # open files) is not damage: it propagates
     if not ok:
         log.warning("feature cache entry %s is damaged: computing it again", target)
         target.unlink(missing_ok=True)
@@ -627,8 +628,10 @@ def eval_windows(track: Track, window_frames: int, hop_frames: int) -> np.ndarra
     Every track yields at least one window (short tracks are padded). ``hop_frames``
     is in front-end frames (100 per second by default).
     """
-    feats = pad_to(np.asarray(track.features(), dtype=np.float32), window_frames)
-    return windows(feats, window_frames, max(1, int(hop_frames)), pad=True).astype(np.float32, copy=False)
+    # A copy, not a view of the memory-mapped cache file: callers keep windows of many
+    # tracks at once, and every view would hold that track's file open.
+    feats = pad_to(np.array(track.features(), dtype=np.float32), window_frames)
+    return windows(feats, window_frames, max(1, int(hop_frames)), pad=True)
 
 
 def random_crops(
