@@ -370,3 +370,32 @@ def test_overwrite_clears_the_old_run_and_bad_folders_fail_first(tmp_path: Path)
                 else [*args, "--cache", str(value)])
         with pytest.raises(GenreEdgeError, match=f"cannot use {flag} .*choose a writable folder"):
             run_command(commands.train, *args)
+
+
+def test_a_cache_read_error_is_not_taken_for_damage(tmp_path: Path, monkeypatch) -> None:
+    """'Too many open files' while checking an entry must not delete a good one."""
+    import errno
+
+    write_tone(tmp_path / "g" / "t.wav", 440.0, 1.0)
+    t = Track("g/t", 0, "g", tmp_path / "g" / "t.wav", DEFAULT_PARAMS, tmp_path / "c")
+    build_cache([t], progress=False)
+
+    def busy(*_args, **_kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(dataset.np, "load", busy)
+    with pytest.raises(OSError, match="Too many open files"):
+        dataset.cache_entry_ok(t.cache_path, DEFAULT_PARAMS)
+    assert t.cache_path.is_file()
+
+
+def test_eval_windows_do_not_hold_cache_files_open(tmp_path: Path) -> None:
+    write_tone(tmp_path / "g" / "t.wav", 440.0, 5.0)
+    t = Track("g/t", 0, "g", tmp_path / "g" / "t.wav", DEFAULT_PARAMS, tmp_path / "c")
+    build_cache([t], progress=False)
+    import gc
+
+    kept = eval_windows(t, 300, 100)  # callers keep many tracks' windows at once
+    gc.collect()
+    maps = Path("/proc/self/maps").read_text()
+    assert kept.shape[0] >= 1 and str(t.cache_path) not in maps  # no file kept mapped
