@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import os
 import subprocess
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware_py.bundle import MAX_HOP_S, load_bundle, write_bundle
+from firmware_py.bundle import MAX_HOP_S, hop_frames_for, hop_s_ok, load_bundle, write_bundle
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 from firmware_py.inference import Model
@@ -244,11 +243,11 @@ def convert_run(
     labels = list(run["labels"])
     frontend = FrontendParams.from_dict(run["frontend"])
     hop_s = float(hop_s if hop_s is not None else (run.get("hop_s") or 1.0))
-    if not (math.isfinite(hop_s) and 0 < hop_s <= MAX_HOP_S):
+    if not hop_s_ok(hop_s):
         raise GenreEdgeError(f"--hop-s {hop_s:g} is not a hop: give seconds in (0, {MAX_HOP_S:g}]")
     if out_dir.exists() and not out_dir.is_dir():
         raise GenreEdgeError(f"--out {out_dir} is a file: give a folder for the bundle")
-    hop_frames = max(1, round(hop_s / frontend.hop_s))
+    hop_frames = hop_frames_for(hop_s, frontend)
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     outputs = int(model.output_shape[-1])
     if outputs != len(labels):

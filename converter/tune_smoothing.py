@@ -86,7 +86,7 @@ def evaluate(data: dict[str, Any], params: SmoothingParams) -> dict[str, float]:
     labels = data["labels"]
     bundle = data["bundle"]
     t0 = bundle.frontend.window_s
-    hop_s = bundle.hop_frames * bundle.frontend.hop_s  # whole frames, as listen runs it
+    hop_s = bundle.frame_hop_s
     changes = 0
     minutes = 0.0
     for g, probs in data["steady"].items():

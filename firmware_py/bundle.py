@@ -65,6 +65,11 @@ class Bundle:
     def hop_frames(self) -> int:
         return hop_frames_for(self.hop_s, self.frontend)
 
+    @property
+    def frame_hop_s(self) -> float:
+        """The inference hop as ``listen`` runs it: whole front-end frames, in seconds."""
+        return self.hop_frames * self.frontend.hop_s
+
     def file(self, key: str = "model") -> Path | None:
         entry = self.files.get(key)
         return self.path / entry["path"] if entry else None
@@ -100,6 +105,12 @@ class Bundle:
         else:
             check_model_shapes(self, model)
         return model
+
+
+def hop_s_ok(hop_s: Any) -> bool:
+    """A usable inference hop: a finite number of seconds in (0, MAX_HOP_S]."""
+    return (isinstance(hop_s, (int, float)) and not isinstance(hop_s, bool)
+            and math.isfinite(hop_s) and 0 < hop_s <= MAX_HOP_S)
 
 
 def hop_frames_for(hop_s: float, frontend: FrontendParams) -> int:
@@ -219,8 +230,7 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
     _require(isinstance(inference, dict), f"bundle {root}: inference is not an object: {FIX}")
     hop_s = inference.get("hop_s")
     _require(
-        isinstance(hop_s, (int, float)) and not isinstance(hop_s, bool)
-        and math.isfinite(hop_s) and 0 < hop_s <= MAX_HOP_S,
+        hop_s_ok(hop_s),
         f"bundle {root}: inference.hop_s must be a number of seconds in (0, {MAX_HOP_S:g}], "
         f"got {hop_s!r}: {FIX}",
     )

@@ -92,7 +92,7 @@ def timeline(result: FileResult, bundle: Bundle, smoothing: dict[str, Any] | Non
     from .smoothing import Smoother, SmoothingParams
 
     params = SmoothingParams.from_dict({**bundle.smoothing, **(smoothing or {})})
-    hop_s = bundle.hop_frames * bundle.frontend.hop_s  # the hop as whole frames, as listen runs it
+    hop_s = bundle.frame_hop_s
     smoother = Smoother(bundle.labels, params, hop_s)
     window_s = bundle.frontend.window_s
     states = []

@@ -40,7 +40,7 @@ def _momentum(text: str) -> float:
     return value
 
 
-#: What a training run writes into its folder besides the reports of ``evaluate._names``
+#: What a training run writes into its folder besides the reports of ``evaluate.report_names``
 #: (removed first by --overwrite).
 RUN_FILES = ("run.json", "splits.json", "history.json", "model.keras", "curves.png")
 
@@ -50,11 +50,11 @@ def clear_run_folder(out: Path) -> None:
     interrupted or still-running overwrite must never leave a folder that mixes two runs
     (the old labels and splits with the new model). Other files are left alone."""
     from .dataset import SPLITS
-    from .evaluate import _names
+    from .evaluate import report_names
 
     if not (out / "run.json").is_file():
         return  # not a training run: touch nothing
-    names = {*RUN_FILES, *(n for split in SPLITS for n in _names(split).values())}
+    names = {*RUN_FILES, *(n for split in SPLITS for n in report_names(split).values())}
     for name in sorted(names):
         (out / name).unlink(missing_ok=True)
 

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from firmware_py.bundle import hop_frames_for
 from firmware_py.errors import GenreEdgeError
+from firmware_py.features import FrontendParams
 
 from .dataset import SPLITS, load_run_splits
 
@@ -27,7 +29,8 @@ REPORT_KEYS = ("window_accuracy", "track_accuracy_mean_vote", "track_accuracy_ma
                "macro_f1", "window_macro_f1", "per_class", "confusion")
 
 
-def _names(split: str) -> dict[str, str]:
+def report_names(split: str) -> dict[str, str]:
+    """The report files ``evaluate_run`` writes for ``split``."""
     suffix = "" if split == "test" else f"-{split}"
     return {"json": f"report{suffix}.json", "md": f"report{suffix}.md",
             "confusion": f"confusion{suffix}.png"}
@@ -70,8 +73,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, verbose: int = 1) 
 
     labels = list(run["labels"])
     window_frames = int(run["frontend"]["window_frames"])
-    hop_frames = max(1, round(float(run.get("hop_s", 1.0)) * run["frontend"]["sample_rate"]
-                              / run["frontend"]["hop_length"]))
+    hop_frames = hop_frames_for(float(run.get("hop_s", 1.0)), FrontendParams.from_dict(run["frontend"]))
     tracks = load_run_splits(run_dir)[split]
     if not tracks:
         raise GenreEdgeError(f"run {run_dir} has no '{split}' tracks: pick another --split")
@@ -88,7 +90,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, verbose: int = 1) 
             for t, p in zip(tracks, probs, strict=True) if int(p.mean(0).argmax()) != t.label
         ],
     })
-    names = _names(split)
+    names = report_names(split)
     (run_dir / names["json"]).write_text(json.dumps(report, indent=2) + "\n")
     (run_dir / names["md"]).write_text(format_markdown(report, run))
     plot_confusion(report, run_dir / names["confusion"])

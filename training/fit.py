@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_py.bundle import hop_frames_for
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
@@ -359,7 +360,7 @@ def train(
     preset = PRESETS[cfg.arch]
     n_labels = len(labels)
     wf = frontend.window_frames
-    hop_frames = max(1, round(cfg.hop_s / frontend.hop_s))
+    hop_frames = hop_frames_for(cfg.hop_s, frontend)
 
     train_tracks, val_tracks = splits["train"], splits["val"]
     features = [np.ascontiguousarray(t.features(), dtype=np.float32) for t in train_tracks]
