@@ -393,12 +393,9 @@ class MqttPublisher:
             # Synchronous first attempt: paho's background retries swallow the reason,
             # and the user deserves "connection refused" or "certificate verify failed".
             client.connect(host, port, keepalive=self.settings.keepalive_s)
-        except ssl.SSLCertVerificationError as exc:
-            self._abort()
-            raise BrokerError(self._tls_verify_message(exc)) from None
         except ssl.SSLError as exc:
             self._abort()
-            raise BrokerError(self._tls_handshake_message(exc)) from None
+            raise BrokerError(self._tls_message(exc)) from None
         except (OSError, ValueError) as exc:
             reason = _describe_os_error(exc)
             if wait:
@@ -705,11 +702,7 @@ class MqttPublisher:
         # paho calls this from inside its ``except OSError`` around reconnect(): the
         # exception being handled is the reason (refused, unknown host, TLS verification).
         exc = sys.exc_info()[1]
-        tls_problem = None
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            tls_problem = self._tls_verify_message(exc)
-        elif isinstance(exc, ssl.SSLError):
-            tls_problem = self._tls_handshake_message(exc)
+        tls_problem = self._tls_message(exc) if isinstance(exc, ssl.SSLError) else None
         with self._cond:
             if self._down_since is None:
                 self._down_since = time.monotonic()
@@ -936,7 +929,10 @@ class MqttPublisher:
                     "check mqtt username/password")
         return f"MQTT broker at {self._addr} refused the connection ({rc}): check its configuration"
 
-    def _tls_handshake_message(self, exc: ssl.SSLError) -> str:
+    def _tls_message(self, exc: ssl.SSLError) -> str:
+        """One line for a failed TLS connection: certificate verification or handshake."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return self._tls_verify_message(exc)
         return (f"TLS handshake with MQTT broker at {self._addr} failed ({exc.reason or exc}): "
                 "check that the port speaks TLS and the mqtt ca_file/cert_file/key_file")
 
