@@ -360,12 +360,6 @@ def _parse_text(text: str, tp: Any, key: str, where: str) -> Any:
 
 
 # -- value checks -------------------------------------------------------------------------
-def _http_ok(value: str) -> bool:
-    host, sep, port = value.rpartition(":")
-    # isdigit() is also true for '²', which int() refuses.
-    return bool(sep and host and port.isascii() and port.isdecimal() and 1 <= int(port) <= 65535)
-
-
 _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "log_level": (lambda v: v.lower() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
     "source.block_s": (lambda v: 0.001 <= v <= 10.0, "between 0.001 and 10 seconds"),
@@ -383,7 +377,6 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "mqtt.expire_after_s": (lambda v: v >= 0, ">= 0 seconds (0: never)"),
     "mqtt.queue_size": (lambda v: v >= 1, ">= 1"),
     "mqtt.stats_interval_s": (lambda v: v > 0, "> 0 seconds"),
-    "output.http": (_http_ok, "host:port, e.g. 127.0.0.1:8080"),
 }
 
 
@@ -395,11 +388,11 @@ def _check_value(key: str, value: Any, where: str) -> Any:
             f"config key '{key}'{where} must be finite, got {_shown(value, key)}: fix the value"
         )
     if key == "source.device" and isinstance(value, str):
-        value = value.strip()
-        if value == "":
+        from .sources import device_spec  # the microphone source's own reading of --device
+
+        value = device_spec(value)
+        if value is None:
             return None
-        if value.isdecimal():  # an index; isdigit() is also true for '²', which int() refuses
-            return int(value)
     if key == "log_level":
         value = value.lower()
     check = _CHECKS.get(key)
@@ -407,7 +400,18 @@ def _check_value(key: str, value: Any, where: str) -> Any:
         raise ConfigError(f"config key '{key}'{where} must be {check[1]}, got {_shown(value, key)}")
     if key == "mqtt.url":
         _check_mqtt_url(value, where)
+    if key == "output.http":
+        _check_http_address(value, where)
     return value
+
+
+def _check_http_address(value: str, where: str) -> None:
+    from .display import parse_http_address  # one address grammar: the display server's
+
+    try:
+        parse_http_address(value)
+    except ConfigError as exc:
+        raise ConfigError(f"config key 'output.http'{where}: {exc}") from None
 
 
 def _check_mqtt_url(url: str, where: str) -> None:

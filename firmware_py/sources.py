@@ -237,7 +237,8 @@ def _listing(inputs: list[dict[str, Any]]) -> str:
     return ", ".join(f"{d['index']} {d['name']!r}" for d in inputs)
 
 
-def _device_spec(device: str | int | None) -> str | int | None:
+def device_spec(device: str | int | None) -> str | int | None:
+    """``--device`` as given: None (default input), an index, or a part of a name."""
     if isinstance(device, str):
         device = device.strip()
         if device == "":
@@ -310,7 +311,7 @@ class MicrophoneSource(Source):
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be > 0 seconds, got {value}")
         self._sd = sd_module if sd_module is not None else import_sounddevice()
-        self.device_spec = _device_spec(device)
+        self.device_spec = device_spec(device)
         self.block_s = float(block_s)
         self.forced_rate = int(device_rate) if device_rate else None
         self.retry_s = float(retry_s)
