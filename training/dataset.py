@@ -112,26 +112,34 @@ class Track:
         Decodes and caches the track first if it is not cached yet.
         """
         target = self.cache_path
-        if not cache_entry_ok(target, self.frontend):
+        feats = load_cached(target, self.frontend)
+        if feats is None:
             _compute_and_store(self.path, self.frontend, target)
-        return np.load(target, mmap_mode="r")
+            feats = np.load(target, mmap_mode="r")
+        return feats
 
 
-def cache_entry_ok(target: Path, params: FrontendParams) -> bool:
-    """True when ``target`` holds usable features; a damaged entry (truncated by a full
-    disk, edited, empty) is deleted so that it is computed again."""
+def load_cached(target: Path, params: FrontendParams) -> np.ndarray | None:
+    """The cached features at ``target`` (a memmap), or None when there are none usable;
+    a damaged entry (truncated by a full disk, edited, empty) is deleted so that it is
+    computed again."""
     if not target.is_file():
-        return False
+        return None
     try:
         feats = np.load(target, mmap_mode="r")
         ok = feats.ndim == 2 and feats.shape[0] > 0 and feats.shape[1] == params.n_mels
-        del feats  # the map holds the file open
     except (ValueError, EOFError):  # not an .npy, or cut short; an OSError (e.g. too many
         ok = False                  # open files) is not damage: it propagates
-    if not ok:
-        log.warning("feature cache entry %s is damaged: computing it again", target)
-        target.unlink(missing_ok=True)
-    return ok
+    if ok:
+        return feats
+    log.warning("feature cache entry %s is damaged: computing it again", target)
+    target.unlink(missing_ok=True)
+    return None
+
+
+def cache_entry_ok(target: Path, params: FrontendParams) -> bool:
+    """True when ``target`` holds usable features (see :func:`load_cached`)."""
+    return load_cached(target, params) is not None
 
 
 def cache_file(path: Path, params: FrontendParams, cache_dir: Path) -> Path:
