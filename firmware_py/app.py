@@ -162,8 +162,6 @@ class SoundsLike:
     """
 
     def __init__(self, config: Any, bundle: Bundle, threads: int, hop_s: float) -> None:
-        from collections import deque
-
         from .similarity import Index, open_embedding_model
 
         self.index = Index.load(config.index)
