@@ -379,8 +379,10 @@ def logmel(samples: np.ndarray, params: FrontendParams = DEFAULT_PARAMS) -> np.n
     if frames.shape[0] <= LOGMEL_BLOCK_FRAMES:
         return kernel(frames)
     # Long files in blocks: the FFT's temporaries stay ~25 MB instead of ~2 GB an hour.
-    # Rows are independent, but BLAS takes another path for 1-2 rows (last-bit
-    # differences): a short remainder joins the previous block, so the result is the same.
+    # Rows are independent in exact arithmetic; BLAS promises no bit-identical results across
+    # matrix shapes (its kernels differ by CPU), so a block boundary can move a value by float32
+    # rounding (~2e-6 dB, tested <= 1e-4 dB). A short remainder joins the previous block so no
+    # block takes BLAS's 1-2 row path.
     n = frames.shape[0]
     out = np.empty((n, params.n_mels), dtype=np.float32)
     start = 0

@@ -20,6 +20,10 @@ from firmware_py.features import (
 )
 from tests.paths import clip
 
+#: What the docs promise between two ways of computing the same frames (block sizes, streaming
+#: chunks, BLAS kernels of other CPUs): float32 rounding, measured ~2e-6 dB, asserted 1e-4 dB.
+FLOAT32_ROUNDING_DB = 1e-4
+
 librosa = pytest.importorskip("librosa")
 
 P = DEFAULT_PARAMS
@@ -74,7 +78,7 @@ def test_streaming_equals_batch_for_any_chunking(music: np.ndarray, chunks: list
     streamed = np.concatenate(out)
     batch = logmel(music, P)
     assert streamed.shape == batch.shape
-    assert np.abs(streamed - batch).max() <= 1e-4
+    assert np.abs(streamed - batch).max() <= FLOAT32_ROUNDING_DB
     assert stream.frames_emitted == batch.shape[0]
 
 
@@ -116,8 +120,13 @@ def test_windows_fixed_hop_and_padding() -> None:
     assert padded.shape == (1, 300, 4) and np.array_equal(padded[0, :200], feats[:200])
 
 
-def test_long_inputs_are_computed_in_blocks_with_the_same_result(monkeypatch) -> None:
-    """logmel splits long inputs (memory); a block boundary must not change one value."""
+def test_long_inputs_are_computed_in_blocks_to_float32_rounding(monkeypatch) -> None:
+    """logmel splits long inputs (memory); a block boundary moves values by float32 rounding only.
+
+    BLAS promises no bit-identical results across matrix shapes (on AMD EPYC with the Haswell
+    or Zen kernels ~5,000 of 76,608 values differ by up to 1.9e-6 dB between block sizes), so
+    the documented tolerance is asserted: |difference| <= 1e-4 dB, as for streaming vs batch.
+    """
     import firmware_py.features as features
 
     rng = np.random.default_rng(5)
@@ -128,4 +137,7 @@ def test_long_inputs_are_computed_in_blocks_with_the_same_result(monkeypatch) ->
     for block in (257, 598, 1195, 1196):
         monkeypatch.setattr(features, "LOGMEL_BLOCK_FRAMES", block)
         blocked = features.logmel(x)
-        assert blocked.shape == whole.shape and np.array_equal(blocked, whole), block
+        assert blocked.shape == whole.shape, block
+        assert float(np.abs(blocked - whole).max()) <= FLOAT32_ROUNDING_DB, block
+    # a wrong block (a frame dropped or shifted at a boundary) is far outside the tolerance
+    assert float(np.abs(whole[1:] - whole[:-1]).max()) > 100 * FLOAT32_ROUNDING_DB
