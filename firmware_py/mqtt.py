@@ -258,6 +258,21 @@ class _Outgoing:
     kind: str  # "state" | "stats" | "last_state" (re-send whatever state is newest at send time)
 
 
+#: Keys whose values are credentials: masked wherever they appear in a payload.
+_CREDENTIAL_KEY = re.compile(r"pass(word|wd|phrase)?$|secret|token|api_?key", re.IGNORECASE)
+
+
+def _without_credentials(obj: Any) -> Any:
+    """``obj`` with the value of every credential-like key (``password``, ``mqtt_password``,
+    ``secret``, ...) replaced by ``***``; every other value is left exactly as it is."""
+    if isinstance(obj, Mapping):
+        return {k: ("***" if isinstance(k, str) and _CREDENTIAL_KEY.search(k) and v is not None
+                    else _without_credentials(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_without_credentials(v) for v in obj]
+    return obj
+
+
 def _jsonable(obj: Any) -> Any:
     """JSON-safe copy: NaN/inf become null (HA rejects them), numpy scalars become Python."""
     if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
@@ -902,13 +917,12 @@ class MqttPublisher:
                 self._join_loop(client, 1.0)
 
     def _encode(self, doc: Mapping[str, Any]) -> bytes:
-        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        pw = self.settings.password
-        if pw and len(pw) >= 4 and pw in text:
-            # Belt and braces: a caller must never be able to leak the login via MQTT.
-            log.warning("MQTT: a payload contained the MQTT password; masked it")
-            text = text.replace(pw, "***")
-        return text.encode("utf-8")
+        # Payload text is data (genres, labels, timestamps): it is never searched for the
+        # password, which would corrupt it and reveal the secret through the mask (password
+        # 'rock' turned every genre 'rock' into '***'). Credentials can only enter a payload
+        # as a value under a credential-like key, so that is what is masked.
+        return json.dumps(_without_credentials(doc), separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
 
     def _warn_closed(self) -> None:
         if not self._warned_closed:

@@ -542,6 +542,32 @@ def test_password_in_a_stats_payload_is_masked(
     assert sub.wait_for(STATS).json()["config"]["mqtt_password"] == "***"
 
 
+@pytest.mark.parametrize("password", ["rock", "2026", "genre", "true"])
+def test_a_password_that_is_also_payload_text_changes_no_payload(
+    broker_factory: Callable[..., Broker], mqtt_subscriber: Callable[..., Subscriber],
+    make_publisher: Callable[..., MqttPublisher], caplog: pytest.LogCaptureFixture,
+    password: str,
+) -> None:
+    # The old mask replaced the password anywhere in the payload text: with password 'rock'
+    # every subscriber read "genre":"***" (and so learnt the password), with '2026' every
+    # timestamp read "***-12-01...". Payloads are data: published exactly as made.
+    broker = broker_factory(users={"dev": password})
+    sub = mqtt_subscriber(broker, ("homeassistant/sensor/#", STATE), username="dev",
+                          password=password)
+    pub = make_publisher(settings(broker.url, username="dev", password=password))
+    pub.start()
+    sent = {**state(4, genre="rock"), "timestamp": "2026-12-01T10:00:00+00:00",
+            "flags": {"genre": True}}
+    pub.publish_state(sent)
+    got = sub.wait_for(STATE, lambda m: m.json()["seq"] == 4).json()
+    assert got["genre"] == "rock" and got["timestamp"] == "2026-12-01T10:00:00+00:00"
+    assert got["probabilities"] == sent["probabilities"] and got["flags"] == {"genre": True}
+    genre = sub.wait_for(f"homeassistant/sensor/{DEVICE}/genre/config").json()
+    assert genre["options"] == [*LABELS, "silence", "unknown"]
+    assert "***" not in json.dumps(got) + json.dumps(genre)
+    assert "masked" not in caplog.text
+
+
 def test_tls_with_a_generated_ca_and_a_wrong_ca(
     broker_factory: Callable[..., Broker], tls_material: TlsMaterial,
     mqtt_subscriber: Callable[..., Subscriber], make_publisher: Callable[..., MqttPublisher],
