@@ -21,6 +21,8 @@ def _convert_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop-s", type=float, help="inference hop in seconds (default: the run's)")
     p.add_argument("--name", default="", help="bundle name (default: the directory name)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-rooms", action="store_true",
+                   help="verify on clean files only (default: also in the held-out rooms)")
     p.add_argument("--json", dest="json_out", help="also write the report as JSON")
 
 
@@ -33,6 +35,7 @@ def _convert_run(args: argparse.Namespace) -> int:
     report = convert_run(
         args.run, args.out, representative=args.representative, with_float=args.with_float,
         split=args.split, hop_s=args.hop_s, name=args.name, seed=args.seed, command=command,
+        rooms=not args.no_rooms,
     )
     print(format_report(report))
     if args.json_out:

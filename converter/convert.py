@@ -122,7 +122,7 @@ def compare(
         float_probs.append(pf)
         q_probs.append(pq)
         win_true += [t.label] * len(wins)
-        track_ids += [t.track_id] * len(wins)
+        track_ids += [len(float_probs)] * len(wins)  # by item: one track in 3 rooms is 3 items
     pf = np.concatenate(float_probs)
     pq = np.concatenate(q_probs)
     y = np.asarray(win_true)
@@ -142,6 +142,8 @@ def compare(
             m[y[mask][0], p[mask].mean(axis=0).argmax()] += 1
         return m.tolist()
 
+    from training.calibration import expected_calibration_error
+
     out = {
         "tracks": len(tracks),
         "windows": int(len(y)),
@@ -154,6 +156,8 @@ def compare(
         "mean_prob_diff": float(np.abs(pf - pq).mean()),
         "int8_track_confusion": confusion(pq),
         "float_track_confusion": confusion(pf),
+        "int8_window_ece": expected_calibration_error(pq, y),
+        "float_window_ece": expected_calibration_error(pf, y),
     }
     out["window_drop_points"] = 100 * (out["float_window_accuracy"] - out["int8_window_accuracy"])
     out["track_drop_points"] = 100 * (out["float_track_accuracy"] - out["int8_track_accuracy"])
@@ -227,12 +231,14 @@ def convert_run(
     name: str = "",
     seed: int = 0,
     command: str = "",
+    rooms: bool = True,
 ) -> dict[str, Any]:
-    """Convert, verify, check and bundle; returns the report written into the manifest."""
-    import keras
+    """Convert, verify, check and bundle; returns the report written into the manifest.
 
-    import training.models  # noqa: F401  (registers the custom layers)
-    from training.dataset import eval_windows, load_run_splits
+    With ``rooms`` the int8 model is also verified on the split played through the held-out
+    rooms (``training.evaluate.in_room_tracks``), reported under ``verification.in_room``.
+    """
+    from training.dataset import default_cache_dir, eval_windows, load_run_splits
 
     if representative < MIN_REPRESENTATIVE:
         raise GenreEdgeError(
@@ -248,6 +254,23 @@ def convert_run(
     if out_dir.exists() and not out_dir.is_dir():
         raise GenreEdgeError(f"--out {out_dir} is a file: give a folder for the bundle")
     hop_frames = hop_frames_for(hop_s, frontend)
+    splits = load_run_splits(run_dir)
+    if not splits.get("train"):
+        raise GenreEdgeError(f"run {run_dir} has no training tracks to calibrate on: check its data")
+    eval_tracks = splits.get(split) or []
+    if not eval_tracks:
+        raise GenreEdgeError(f"run {run_dir} has no '{split}' tracks to verify on: pick --split")
+
+    room_items: list[Any] = []
+    if rooms:  # rendered first: the renderers fork, which TensorFlow's threads forbid later
+        from training.evaluate import in_room_tracks
+
+        room_items, room_info = in_room_tracks(
+            eval_tracks, split, frontend, Path(run.get("cache_dir") or default_cache_dir()))
+    import keras
+
+    import training.models  # noqa: F401  (registers the custom layers)
+
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     outputs = int(model.output_shape[-1])
     if outputs != len(labels):
@@ -256,14 +279,20 @@ def convert_run(
             "labels (a training run into this folder was interrupted or is still going): "
             "train again into it, or convert another run"
         )
-    splits = load_run_splits(run_dir)
-    if not splits.get("train"):
-        raise GenreEdgeError(f"run {run_dir} has no training tracks to calibrate on: check its data")
-    eval_tracks = splits.get(split) or []
-    if not eval_tracks:
-        raise GenreEdgeError(f"run {run_dir} has no '{split}' tracks to verify on: pick --split")
+    calibration_tracks = list(splits["train"])
+    train_cfg = run.get("train") or {}
+    if int(train_cfg.get("rooms") or 0) > 0:
+        # The device hears rooms: calibrate the int8 ranges on clean and in-room windows.
+        from training.room_features import room_tracks
+        from training.rooms import room_set
 
-    rep = representative_windows(splits["train"], len(labels), frontend.window_frames,
+        train_rooms = room_set("train", frontend.sample_rate,
+                               Path(run.get("cache_dir") or default_cache_dir()),
+                               rir_dir=Path(train_cfg["rir_dir"]) if train_cfg.get("rir_dir") else None,
+                               noise_dir=Path(train_cfg["noise_dir"]) if train_cfg.get("noise_dir") else None)
+        calibration_tracks += room_tracks(splits["train"], train_rooms, int(train_cfg["rooms"]),
+                                          dtype="float16")
+    rep = representative_windows(calibration_tracks, len(labels), frontend.window_frames,
                                  representative, seed)
     log.info("calibrating on %d representative windows", len(rep))
     int8_bytes = to_int8(model, rep)
@@ -283,6 +312,10 @@ def convert_run(
         verification = compare(model, tflite, eval_tracks, frontend.window_frames, hop_frames,
                                labels)
         verification["split"] = split
+        verification["track_ids"] = [t.track_id for t in eval_tracks]
+        if room_items:
+            room = compare(model, tflite, room_items, frontend.window_frames, hop_frames, labels)
+            verification["in_room"] = {**room_info, **room}
         if with_float:
             float_tflite = Model(float_path)
             fv = compare(model, float_tflite, eval_tracks, frontend.window_frames, hop_frames, labels)
@@ -364,6 +397,19 @@ def format_report(report: dict[str, Any]) -> str:
         f"{100 * v['int8_track_accuracy']:>14.1f}%{v['track_drop_points']:>15.2f}",
         f"  top-1 agreement {100 * v['top1_agreement']:.1f}%, probability difference max "
         f"{v['max_prob_diff']:.3f} mean {v['mean_prob_diff']:.4f}",
+        f"  expected calibration error (windows): int8 {v['int8_window_ece']:.3f}",
+    ]
+    if "in_room" in v:
+        r = v["in_room"]
+        lines += [
+            f"in held-out rooms ({r['tracks']} renderings, {r['per_track']} per track):",
+            f"  {'window accuracy':<16}{100 * r['float_window_accuracy']:>13.1f}%"
+            f"{100 * r['int8_window_accuracy']:>14.1f}%{r['window_drop_points']:>15.2f}",
+            f"  {'track accuracy':<16}{100 * r['float_track_accuracy']:>13.1f}%"
+            f"{100 * r['int8_track_accuracy']:>14.1f}%{r['track_drop_points']:>15.2f}",
+            f"  expected calibration error (windows): int8 {r['int8_window_ece']:.3f}",
+        ]
+    lines += [
         f"Edge TPU: {e['summary']}",
         f"  {e['note']}",
     ]

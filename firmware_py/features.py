@@ -54,6 +54,18 @@ class FrontendParams:
         Power floor before the log (1e-10 = -100 dB): the log floor.
     window_frames : int
         Frames per model input window (300 frames = 3.0 s of hops).
+    compression : str
+        ``"log"``: ``10 * log10(max(mel, amin))`` dB. ``"pcen"``: per-channel energy
+        normalisation (Wang et al., ICASSP 2017, "Trainable frontend for robust and
+        far-field keyword spotting"): ``(mel / (eps + M) ** gain + bias) ** power -
+        bias ** power`` with ``M`` a first-order smoother of ``mel`` along time, started
+        at the first frame; an automatic gain control per band that removes the playback
+        level and slowly varying backgrounds. It streams: its state is one row.
+    pcen_time_constant_s, pcen_gain, pcen_bias, pcen_power, pcen_eps : float
+        PCEN's smoother time constant (s) and ``gain`` (alpha), ``bias`` (delta),
+        ``power`` (r), ``eps``; librosa's names and defaults except ``eps``, which is in
+        our units (mel power of full-scale float audio): 1e-12 keeps quiet music (-45 dBFS)
+        above it.
     """
 
     sample_rate: int = 16000
@@ -66,13 +78,19 @@ class FrontendParams:
     fmax: float = 8000.0
     amin: float = 1e-10
     window_frames: int = 300
+    compression: str = "log"
+    pcen_time_constant_s: float = 0.4
+    pcen_gain: float = 0.98
+    pcen_bias: float = 2.0
+    pcen_power: float = 0.5
+    pcen_eps: float = 1e-12
 
     def __post_init__(self) -> None:
         problems = []
         ints = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "window_frames")
         wrong = [k for k in ints if isinstance(getattr(self, k), bool)
                  or not isinstance(getattr(self, k), (int, np.integer))]
-        wrong += [k for k in ("fmin", "fmax", "amin") if isinstance(getattr(self, k), bool)
+        wrong += [k for k in ("fmin", "fmax", "amin", *PCEN_FIELDS) if isinstance(getattr(self, k), bool)
                   or not isinstance(getattr(self, k), (int, float, np.integer, np.floating))
                   or not np.isfinite(getattr(self, k))]
         if wrong:
@@ -80,7 +98,7 @@ class FrontendParams:
                 "invalid front-end parameters: "
                 + ", ".join(f"{k}={getattr(self, k)!r}" for k in wrong)
                 + f" (need whole numbers for {', '.join(ints)} and finite numbers for fmin, "
-                "fmax, amin)"
+                "fmax, amin and the pcen_ settings)"
             )
         window_problem = _window_problem(self.window)
         if window_problem:
@@ -99,6 +117,13 @@ class FrontendParams:
             problems.append("amin must be > 0")
         if self.window_frames <= 0:
             problems.append("window_frames must be > 0")
+        if self.compression not in COMPRESSIONS:
+            problems.append(f"compression must be one of {', '.join(COMPRESSIONS)}, "
+                            f"got {self.compression!r}")
+        if not (0 < self.pcen_time_constant_s <= 60 and 0 <= self.pcen_gain <= 1
+                and self.pcen_bias > 0 and 0 < self.pcen_power <= 1 and self.pcen_eps > 0):
+            problems.append("need 0 < pcen_time_constant_s <= 60, 0 <= pcen_gain <= 1, "
+                            "pcen_bias > 0, 0 < pcen_power <= 1, pcen_eps > 0")
         if problems:
             raise GenreEdgeError(f"invalid front-end parameters: {'; '.join(problems)}")
 
@@ -116,8 +141,20 @@ class FrontendParams:
     def log_floor_db(self) -> float:
         return float(10.0 * np.log10(self.amin))
 
+    @property
+    def pcen_smoothing(self) -> float:
+        """PCEN's per-frame smoothing coefficient ``b`` from its time constant (librosa's)."""
+        t_frames = self.pcen_time_constant_s * self.sample_rate / self.hop_length
+        return float((np.sqrt(1.0 + 4.0 * t_frames**2) - 1.0) / (2.0 * t_frames**2))
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field; a log front-end leaves the (unused) PCEN fields out, so its dict, and
+        hence its digest and every cache and bundle made before PCEN existed, is unchanged."""
+        data = dataclasses.asdict(self)
+        if self.compression == "log":
+            for k in ("compression", *PCEN_FIELDS):
+                data.pop(k)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrontendParams:
@@ -134,6 +171,10 @@ class FrontendParams:
         """Short stable hash of the parameters (cache keys, bundle checks)."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+COMPRESSIONS = ("log", "pcen")
+PCEN_FIELDS = ("pcen_time_constant_s", "pcen_gain", "pcen_bias", "pcen_power", "pcen_eps")
 
 
 # -- analysis windows -----------------------------------------------------------
@@ -325,9 +366,44 @@ class _Kernel:
         power = np.add(parts[:, 0::2], parts[:, 1::2])
         mel = power @ self.mel_t
         np.maximum(mel, self.amin, out=mel)
+        if self.params.compression == "pcen":
+            return mel  # power: PcenState compresses it, frame after frame
         np.log10(mel, out=mel)
         mel *= self.log_scale
         return mel
+
+
+class PcenState:
+    """PCEN's running state: the smoothed energy ``M`` of the last frame, one row.
+
+    The batch front-end and the streaming one feed it the same mel power frames in the
+    same order through the same per-frame arithmetic (float64 state), so a file and a live
+    stream of it give the same PCEN frames, whatever the chunking.
+    """
+
+    def __init__(self, params: FrontendParams) -> None:
+        self.params = params
+        self.b = params.pcen_smoothing
+        self.m: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.m = None
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        """``(frames, n_mels)`` mel power -> PCEN frames (float32); advances the state."""
+        p = self.params
+        e = np.asarray(mel, dtype=np.float64)
+        smooth = np.empty_like(e)
+        m = self.m if self.m is not None or e.shape[0] == 0 else e[0].copy()
+        b = self.b
+        for t in range(e.shape[0]):  # the recursion is sequential; 100 rows a second
+            m = m + b * (e[t] - m)
+            smooth[t] = m
+        self.m = m
+        # (E / (eps + M)^gain + bias)^power - bias^power, in librosa's stable form
+        gain = np.exp(-p.pcen_gain * (np.log(p.pcen_eps) + np.log1p(smooth / p.pcen_eps)))
+        out = p.pcen_bias**p.pcen_power * np.expm1(p.pcen_power * np.log1p(e * gain / p.pcen_bias))
+        return out.astype(np.float32)
 
 
 _KERNELS: dict[FrontendParams, _Kernel] = {}
@@ -358,7 +434,7 @@ _MIN_BLOCK_FRAMES = 16
 
 
 def logmel(samples: np.ndarray, params: FrontendParams = DEFAULT_PARAMS) -> np.ndarray:
-    """Log-mel spectrogram of a whole clip.
+    """Log-mel (or, with ``compression="pcen"``, PCEN-mel) spectrogram of a whole clip.
 
     Parameters
     ----------
@@ -371,13 +447,20 @@ def logmel(samples: np.ndarray, params: FrontendParams = DEFAULT_PARAMS) -> np.n
     -------
     np.ndarray
         ``(num_frames(n), n_mels)`` float32 log-mel power in dB (re 1.0, floor
-        ``10*log10(amin)``).
+        ``10*log10(amin)``), or PCEN values (PCEN's state starts at the first frame).
     """
     x = _as_mono_float32(samples)
     kernel = _kernel(params)
     frames = kernel.frames_view(x)
+    if params.compression == "pcen":
+        return _blocks(kernel, frames, params, PcenState(params))
     if frames.shape[0] <= LOGMEL_BLOCK_FRAMES:
         return kernel(frames)
+    return _blocks(kernel, frames, params)
+
+
+def _blocks(kernel: _Kernel, frames: np.ndarray, params: FrontendParams,
+            pcen: PcenState | None = None) -> np.ndarray:
     # Long files in blocks: the FFT's temporaries stay ~25 MB instead of ~2 GB an hour.
     # Rows are independent in exact arithmetic; BLAS promises no bit-identical results across
     # matrix shapes (its kernels differ by CPU), so a block boundary can move a value by float32
@@ -388,7 +471,8 @@ def logmel(samples: np.ndarray, params: FrontendParams = DEFAULT_PARAMS) -> np.n
     start = 0
     while start < n:
         stop = n if n - start < LOGMEL_BLOCK_FRAMES + _MIN_BLOCK_FRAMES else start + LOGMEL_BLOCK_FRAMES
-        out[start:stop] = kernel(frames[start:stop])
+        block = kernel(frames[start:stop])
+        out[start:stop] = block if pcen is None else pcen(block)
         start = stop
     return out
 
@@ -405,12 +489,15 @@ class StreamingLogMel:
     def __init__(self, params: FrontendParams = DEFAULT_PARAMS) -> None:
         self.params = params
         self._kernel = _kernel(params)
+        self._pcen = PcenState(params) if params.compression == "pcen" else None
         self._pending = np.zeros(0, dtype=np.float32)
         self.frames_emitted = 0
 
     def reset(self) -> None:
         self._pending = np.zeros(0, dtype=np.float32)
         self.frames_emitted = 0
+        if self._pcen is not None:
+            self._pcen.reset()
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Add samples; return the newly completed frames, ``(k, n_mels)`` float32."""
@@ -420,6 +507,8 @@ class StreamingLogMel:
         frames = self._kernel.frames_view(x)
         n = frames.shape[0]
         out = self._kernel(frames)
+        if self._pcen is not None:
+            out = self._pcen(out)
         # Keep what the next frame still needs: from the start of frame n onwards.
         self._pending = x[n * self.params.hop_length :].copy() if n else x.copy()
         self.frames_emitted += n

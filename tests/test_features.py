@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -141,3 +143,68 @@ def test_long_inputs_are_computed_in_blocks_to_float32_rounding(monkeypatch) -> 
         assert float(np.abs(blocked - whole).max()) <= FLOAT32_ROUNDING_DB, block
     # a wrong block (a frame dropped or shifted at a boundary) is far outside the tolerance
     assert float(np.abs(whole[1:] - whole[:-1]).max()) > 100 * FLOAT32_ROUNDING_DB
+
+
+# -- PCEN -------------------------------------------------------------------------------
+PCEN = dataclasses.replace(P, compression="pcen")
+
+
+def librosa_pcen(x: np.ndarray, p: FrontendParams) -> np.ndarray:
+    """librosa.pcen on librosa's mel power, its smoother started at the first frame (ours)."""
+    s = librosa.feature.melspectrogram(
+        y=x, sr=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.win_length,
+        window=p.window, center=False, power=2.0, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax,
+    )
+    s = np.maximum(s, p.amin)
+    b = p.pcen_smoothing
+    return librosa.pcen(s, sr=p.sample_rate, hop_length=p.hop_length, gain=p.pcen_gain,
+                        bias=p.pcen_bias, power=p.pcen_power, eps=p.pcen_eps, b=b,
+                        zi=(1 - b) * s[:, :1], axis=-1).T
+
+
+@pytest.mark.parametrize("genre", ["classical", "metal", "reggae"])
+def test_pcen_matches_librosa_on_real_music(genre: str) -> None:
+    x = load_audio(clip(genre, 0, split="test"), P.sample_rate)
+    ours = logmel(x, PCEN)
+    ref = librosa_pcen(x, PCEN)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    # relative to PCEN's own scale (values ~0.05-4): float32 mel power vs librosa's float64
+    assert np.abs(ours - ref).max() <= 1e-4
+    assert PCEN.pcen_smoothing == pytest.approx(0.025, rel=0.02)  # librosa's for 0.4 s at 10 ms
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=40))
+def test_pcen_streaming_equals_batch_for_any_chunking(music: np.ndarray, chunks: list[int]) -> None:
+    stream = StreamingLogMel(PCEN)
+    out, pos = [], 0
+    for size in chunks:
+        out.append(stream.push(music[pos : pos + size]))
+        pos += size
+    out.append(stream.push(music[pos:]))
+    streamed, batch = np.concatenate(out), logmel(music, PCEN)
+    assert streamed.shape == batch.shape
+    # the state is carried exactly; only the mel power's float32 rounding across batch
+    # shapes (see FLOAT32_ROUNDING_DB) reaches the output
+    assert np.abs(streamed - batch).max() <= 1e-5
+    stream.reset()
+    assert np.abs(stream.push(music) - batch).max() <= 1e-5  # reset starts a new stream
+
+
+def test_pcen_removes_the_playback_level(music: np.ndarray) -> None:
+    ref_pcen, ref_log = logmel(music, PCEN), logmel(music, P)
+    for gain_db in (-30.0, -15.0, 10.0):
+        g = np.float32(10 ** (gain_db / 20))
+        # log-mel moves by the gain itself; PCEN by a few per cent of its values
+        assert np.abs(logmel(music * g, P) - ref_log).mean() == pytest.approx(abs(gain_db), abs=0.5)
+        assert np.abs(logmel(music * g, PCEN) - ref_pcen).mean() < 0.15 * np.abs(ref_pcen).mean()
+
+
+def test_a_log_front_end_keeps_its_digest_and_pcen_is_validated() -> None:
+    assert P.digest() == "780ffe4dd89b3f25"  # every cache and bundle made before PCEN
+    assert "compression" not in P.to_dict() and PCEN.to_dict()["compression"] == "pcen"
+    assert FrontendParams.from_dict(PCEN.to_dict()) == PCEN and PCEN.digest() != P.digest()
+    with pytest.raises(GenreEdgeError, match="compression must be one of log, pcen"):
+        dataclasses.replace(P, compression="mfcc")
+    with pytest.raises(GenreEdgeError, match="pcen_gain <= 1"):
+        dataclasses.replace(PCEN, pcen_gain=1.5)

@@ -253,7 +253,7 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = run_command(
         commands.train, "--data", str(data), "--out", str(out), "--cache", str(root / "cache"),
         "--epochs", "6", "--crops-per-track", "16", "--batch-size", "32", "--seed", "0",
-        "--workers", "2", "--no-evaluate", "-q",
+        "--workers", "2", "--no-evaluate", "-q", "--rooms", "2",
     )
     assert code == 0
     return out
@@ -281,6 +281,18 @@ def test_synthetic_train_then_evaluate(synthetic_run: Path) -> None:
     run = json.loads((synthetic_run / "run.json").read_text())
     assert run["metrics"]["test"]["track_accuracy_mean_vote"] == report["track_accuracy_mean_vote"]
     assert "track accuracy, majority vote" in (synthetic_run / "report.md").read_text()
+    # in-room figures beside the clean ones: every test track through 3 held-out rooms
+    room = report["in_room"]
+    assert room["tracks"] == 3 * report["tracks"] and room["per_track"] == 3
+    assert room["conditions"]["level_dbfs"] == [-25.0, -25.0] and room["rooms"] == "simulated"
+    assert 0.0 <= room["window_ece"] <= 1.0 and set(room["per_class"]) == set(run["labels"])
+    assert run["metrics"]["test"]["in_room"]["track_accuracy_mean_vote"] == room["track_accuracy_mean_vote"]
+    assert "| metric | clean | in-room |" in (synthetic_run / "report.md").read_text()
+    # trained on rooms: validation in rooms chose the epoch, and a temperature was fitted
+    best = json.loads((synthetic_run / "history.json").read_text())[run["best_epoch"] - 1]
+    assert "val_room_track_accuracy" in best and "val_room_track_accuracy" in run["val"]
+    cal = run["calibration"]
+    assert 0.05 <= cal["temperature"] <= 20 and cal["val_nll_after"] <= cal["val_nll_before"] + 1e-9
 
 
 def test_run_contract_for_the_converter(synthetic_run: Path) -> None:

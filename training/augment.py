@@ -117,7 +117,7 @@ def room(x: np.ndarray, rng: np.random.Generator, p: AugmentParams, hop_s: float
 
 def augment_batch(
     x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator, p: AugmentParams,
-    *, hop_s: float = 0.01, floor_db: float = -100.0,
+    *, hop_s: float = 0.01, floor_db: float = -100.0, log_domain: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Augment a batch in place where possible.
 
@@ -137,6 +137,11 @@ def augment_batch(
         Front-end hop in seconds (reverberation decay per frame).
     floor_db : float
         Front-end log floor in dB.
+    log_domain : bool
+        The windows are log-mel dB. PCEN windows (``False``) get no gain and no
+        feature-domain room chain (both assume dB; PCEN removes the level itself, and
+        rooms are rendered in the waveform domain, :mod:`training.rooms`), only masks
+        and mixup.
 
     Returns
     -------
@@ -145,9 +150,9 @@ def augment_batch(
     """
     n, frames, n_mels = x.shape
     for i in range(n):
-        if p.room_p > 0 and rng.random() < p.room_p:
+        if log_domain and p.room_p > 0 and rng.random() < p.room_p:
             x[i] = room(x[i], rng, p, hop_s, floor_db)
-        if p.gain_db > 0:
+        if log_domain and p.gain_db > 0:
             x[i] += np.float32(rng.uniform(-p.gain_db, p.gain_db))
         fill = None
         for _ in range(p.time_masks):

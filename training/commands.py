@@ -10,15 +10,15 @@ from pathlib import Path
 from firmware_py.cli import Command
 from firmware_py.errors import GenreEdgeError
 
-ARCHS = ("edge", "dong2018", "hku", "despois", "pelchat2019")
+ARCHS = ("edge", "edge-l", "dong2018", "hku", "despois", "pelchat2019")
 #: Default input length (front-end frames) per preset; kept here so --help needs no TensorFlow.
-ARCH_WINDOW_FRAMES = {"edge": 300, "dong2018": 300, "hku": 200, "despois": 128, "pelchat2019": 256}
+ARCH_WINDOW_FRAMES = {"edge": 300, "edge-l": 300, "dong2018": 300, "hku": 200, "despois": 128, "pelchat2019": 256}
 
 
 #: Defaults of fit and augmentation settings, kept here so that --help needs no TensorFlow;
 #: keep them equal to ``training.fit.TrainConfig`` and ``training.augment.AugmentParams``.
 TRAIN_DEFAULTS = {"ema": 0.0, "balance": False, "distill": 0.5, "distill_temperature": 1.0,
-                  "teacher_l2": 1.0}
+                  "teacher_l2": 1.0, "rooms": 0, "clean_p": 0.25, "val_rooms": 2}
 TEACHER_NAMES = ("musicnn-msd",)  # = training.teacher.TEACHERS, kept here for --help
 AUGMENT_DEFAULTS = {"room_p": 0.0, "mixup_p": 0.0}
 
@@ -59,6 +59,16 @@ def clear_run_folder(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be in [0, 64], got {text}")
+    return value
+
+
 def _positive(kind: type):
     def parse(text: str):
         try:
@@ -94,6 +104,9 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
                    help="model input length in front-end frames, 100 per second (default: the "
                         "preset's, 300 = 3 s for edge)")
     m.add_argument("--n-mels", type=_positive(int), help="mel bands (default 64; a new cache)")
+    m.add_argument("--compression", choices=["log", "pcen"], default="log",
+                   help="front-end compression: log-mel dB (default) or per-channel energy "
+                        "normalisation (PCEN: removes the playback level; a new cache)")
     f = p.add_argument_group("fit")
     f.add_argument("--out", required=True, help="run folder to write (model.keras, run.json, ...)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -133,6 +146,24 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
                         f"{TRAIN_DEFAULTS['distill_temperature']:g})")
     k.add_argument("--teacher-l2", type=_positive(float), default=TRAIN_DEFAULTS["teacher_l2"],
                    help=f"L2 penalty of the teacher's probe (default {TRAIN_DEFAULTS['teacher_l2']:g})")
+    r = p.add_argument_group("rooms (training.rooms: music as the device hears it)")
+    r.add_argument("--rooms", type=_count, default=TRAIN_DEFAULTS["rooms"],
+                   help="renderings of every training track through simulated rooms (speaker, "
+                        "reverberation, noise, microphone band, -45..-10 dBFS), cached once "
+                        f"(default {TRAIN_DEFAULTS['rooms']}: clean clips only)")
+    r.add_argument("--clean-p", type=_probability, default=TRAIN_DEFAULTS["clean_p"],
+                   help="with --rooms: share of training crops from the clean clip (default "
+                        f"{TRAIN_DEFAULTS['clean_p']:g})")
+    r.add_argument("--val-rooms", type=_count, default=TRAIN_DEFAULTS["val_rooms"],
+                   help="with --rooms: renderings of every validation track through the "
+                        "validation rooms; epochs are chosen on clean and in-room accuracy "
+                        f"(default {TRAIN_DEFAULTS['val_rooms']})")
+    r.add_argument("--rir-dir", help="folder of measured room impulse responses (wav, flac...) "
+                                     "to train with instead of simulated rooms")
+    r.add_argument("--noise-dir", help="folder of background recordings to train with instead "
+                                       "of synthetic noise")
+    f.add_argument("--no-calibrate", action="store_true",
+                   help="keep the raw softmax (default: fit a temperature on validation)")
     f.add_argument("--threads", type=int, default=0, help="TensorFlow threads (default: all cores)")
     f.add_argument("--distribute", default="none", choices=["none", "mirrored"],
                    help="mirrored: tf.distribute.MirroredStrategy over all GPUs")
@@ -175,7 +206,7 @@ def _train_run(args: argparse.Namespace) -> int:
     frontend = dataclasses.replace(
         DEFAULT_PARAMS,
         window_frames=args.window_frames or ARCH_WINDOW_FRAMES[args.arch],
-        n_mels=args.n_mels or DEFAULT_PARAMS.n_mels)
+        n_mels=args.n_mels or DEFAULT_PARAMS.n_mels, compression=args.compression)
     cache_dir = Path(args.cache).expanduser().resolve() if args.cache else default_cache_dir()
     labels = list(spec.genres)
     splits = to_tracks(parts, labels, frontend, cache_dir)
@@ -194,6 +225,11 @@ def _train_run(args: argparse.Namespace) -> int:
         print(f"features: {stats.decoded} decoded, {stats.cached} from cache, {len(stats.failed)} "
               f"unreadable ({time.time() - t0:.0f} s) in {cache_dir}", flush=True)
 
+    if args.rooms:
+        splits = _render_rooms(args, splits, frontend, cache_dir)
+    elif args.rir_dir or args.noise_dir:
+        raise GenreEdgeError("--rir-dir/--noise-dir only apply with --rooms: add --rooms 4")
+
     from .fit import TrainConfig, train
 
     aug = (AugmentParams.none() if args.no_augment
@@ -206,7 +242,9 @@ def _train_run(args: argparse.Namespace) -> int:
         seed=args.seed, threads=args.threads, distribute=args.distribute,
         mixed_precision=args.mixed_precision, ema=args.ema, balance=args.balance,
         teacher=args.teacher, distill=args.distill, distill_temperature=args.distill_temperature,
-        teacher_l2=args.teacher_l2, augment=aug)
+        teacher_l2=args.teacher_l2, rooms=args.rooms, clean_p=args.clean_p,
+        val_rooms=args.val_rooms, rir_dir=args.rir_dir, noise_dir=args.noise_dir,
+        calibrate=not args.no_calibrate, augment=aug)
     run = train(spec, splits, labels, frontend, out, cfg, cache_dir=cache_dir,
                 verbose=0 if args.quiet else 1)
     if not args.no_evaluate:
@@ -219,6 +257,30 @@ def _train_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render_rooms(args: argparse.Namespace, splits: dict, frontend, cache_dir: Path) -> dict:
+    """Render (and cache) the training and validation rooms before TensorFlow loads (the
+    renderers fork); tracks that cannot be rendered are dropped from every split."""
+    from .room_features import build_room_cache, room_tracks
+    from .rooms import room_set
+
+    t0 = time.time()
+    rir = Path(args.rir_dir).expanduser() if args.rir_dir else None
+    noise = Path(args.noise_dir).expanduser() if args.noise_dir else None
+    train_rooms = room_set("train", frontend.sample_rate, cache_dir, rir_dir=rir, noise_dir=noise)
+    items = room_tracks(splits["train"], train_rooms, args.rooms, dtype="float16")
+    if args.val_rooms:
+        items += room_tracks(splits["val"], room_set("val", frontend.sample_rate, cache_dir),
+                             args.val_rooms)
+    failed = build_room_cache(items, workers=args.workers, progress=not args.quiet)
+    if failed:
+        splits = {k: [t for t in v if str(t.path) not in failed] for k, v in splits.items()}
+    if not args.quiet:
+        print(f"rooms: {args.rooms} renderings per training track ({train_rooms.source} "
+              f"responses: {len(train_rooms.rirs)}), {args.val_rooms} per validation track, "
+              f"{len(failed)} unreadable ({time.time() - t0:.0f} s)", flush=True)
+    return splits
+
+
 train = Command("train", "train a genre classifier on labelled audio (writes a run folder)",
                 _train_configure, _train_run)
 
@@ -228,13 +290,27 @@ def _evaluate_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="training run folder (the --out of 'genre-edge train')")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="tracks to evaluate on (default test)")
+    p.add_argument("--no-rooms", action="store_true",
+                   help="clean files only (default: also every track through held-out rooms)")
+    p.add_argument("--rooms-per-track", type=_count, default=3,
+                   help="held-out rooms each track is played through (default 3)")
+    p.add_argument("--rir-dir", help="your own room: a folder of impulse responses measured "
+                                     "with the device's microphone (wav, flac, ...)")
+    p.add_argument("--noise-dir", help="your own background: a folder of recordings made "
+                                       "with the device's microphone")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
-    evaluate_run(args.run, args.split, verbose=0 if args.quiet else 1)
+    if args.no_rooms and (args.rir_dir or args.noise_dir):
+        raise GenreEdgeError("--rir-dir/--noise-dir need the in-room evaluation: drop --no-rooms")
+    evaluate_run(args.run, args.split, verbose=0 if args.quiet else 1,
+                 rooms=not args.no_rooms and args.rooms_per_track > 0,
+                 rooms_per_track=args.rooms_per_track,
+                 rir_dir=Path(args.rir_dir).expanduser() if args.rir_dir else None,
+                 noise_dir=Path(args.noise_dir).expanduser() if args.noise_dir else None)
     return 0
 
 

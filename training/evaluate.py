@@ -23,7 +23,7 @@ from firmware_py.bundle import hop_frames_for
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
-from .dataset import SPLITS, load_run_splits
+from .dataset import SPLITS, default_cache_dir, load_run_splits
 
 REPORT_KEYS = ("window_accuracy", "track_accuracy_mean_vote", "track_accuracy_majority_vote",
                "macro_f1", "window_macro_f1", "per_class", "confusion")
@@ -36,8 +36,39 @@ def report_names(split: str) -> dict[str, str]:
             "confusion": f"confusion{suffix}.png"}
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", *, verbose: int = 1) -> dict[str, Any]:
-    """Evaluate ``RUN/model.keras`` on ``split`` (train, val or test) and write the report.
+#: Conditions per track of the in-room evaluation (each track heard in this many rooms).
+ROOMS_PER_TRACK = 3
+
+
+def in_room_tracks(tracks: list[Any], split: str, frontend: FrontendParams, cache_dir: Path, *,
+                   per_track: int = ROOMS_PER_TRACK, rir_dir: Path | None = None,
+                   noise_dir: Path | None = None, workers: int | None = None,
+                   progress: bool = False) -> tuple[list[Any], dict[str, Any]]:
+    """``tracks`` heard in the held-out rooms of ``split`` (validation rooms for val, test rooms
+    otherwise; a user's responses/noises with ``rir_dir``/``noise_dir``), rendered and cached.
+
+    Returns the room tracks and a description of the conditions for the report.
+    """
+    from .room_features import build_room_cache, require_rooms_ok, room_tracks
+    from .rooms import room_set
+
+    rooms = room_set("val" if split == "val" else "test", frontend.sample_rate, cache_dir,
+                     rir_dir=rir_dir, noise_dir=noise_dir)
+    items = room_tracks(tracks, rooms, per_track)
+    failed = build_room_cache(items, workers=workers, progress=progress,
+                              desc=f"rendering {split} rooms")
+    items = require_rooms_ok(items, failed, split)
+    info = {"rooms": rooms.source, "responses": len(rooms.rirs), "per_track": per_track,
+            "noise": "recordings" if rooms.noises else "synthetic (" + ", ".join(rooms.noise_kinds) + ")",
+            "conditions": rooms.sim.to_dict(), "room_set": rooms.digest}
+    return items, info
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", *, verbose: int = 1,
+                 rooms: bool = True, rooms_per_track: int = ROOMS_PER_TRACK,
+                 rir_dir: Path | None = None, noise_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate ``RUN/model.keras`` on ``split`` (train, val or test), clean and in the
+    held-out rooms, and write the report.
 
     Parameters
     ----------
@@ -47,13 +78,18 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, verbose: int = 1) 
         Which tracks to evaluate on.
     verbose : int
         0 silent, 1 prints the summary.
+    rooms : bool
+        Also play every track through ``rooms_per_track`` held-out rooms
+        (:mod:`training.rooms`) and report that beside the clean figures.
+    rir_dir, noise_dir : Path or None
+        Measured responses / background recordings instead of the simulated rooms.
 
     Returns
     -------
     dict
-        The report (also written as JSON).
+        The report (also written as JSON); the in-room figures under ``in_room``.
     """
-    from .fit import configure_tensorflow, predict_tracks
+    from .calibration import expected_calibration_error, window_labels
     from .metrics import summarize
 
     run_dir = Path(run_dir)
@@ -66,30 +102,49 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, verbose: int = 1) 
             "train first with 'genre-edge train'"
         )
     run = json.loads(run_json.read_text())
+    labels = list(run["labels"])
+    frontend = FrontendParams.from_dict(run["frontend"])
+    window_frames = int(run["frontend"]["window_frames"])
+    hop_frames = hop_frames_for(float(run.get("hop_s", 1.0)), frontend)
+    tracks = load_run_splits(run_dir)[split]
+    if not tracks:
+        raise GenreEdgeError(f"run {run_dir} has no '{split}' tracks: pick another --split")
+    room_items, room_info = [], None
+    if rooms:  # rendered before TensorFlow loads: the renderers fork
+        room_items, room_info = in_room_tracks(
+            tracks, split, frontend, Path(run.get("cache_dir") or default_cache_dir()),
+            per_track=rooms_per_track, rir_dir=rir_dir, noise_dir=noise_dir,
+            progress=bool(verbose))
+
+    from .fit import configure_tensorflow, predict_tracks
+
     configure_tensorflow(int(run.get("train", {}).get("threads", 0)))
     import keras
 
     from . import models  # noqa: F401  (registers BandAffine)
 
-    labels = list(run["labels"])
-    window_frames = int(run["frontend"]["window_frames"])
-    hop_frames = hop_frames_for(float(run.get("hop_s", 1.0)), FrontendParams.from_dict(run["frontend"]))
-    tracks = load_run_splits(run_dir)[split]
-    if not tracks:
-        raise GenreEdgeError(f"run {run_dir} has no '{split}' tracks: pick another --split")
     t0 = time.time()
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     probs = predict_tracks(model, tracks, window_frames, hop_frames)
     report = summarize(probs, [t.label for t in tracks], labels)
+    report["window_ece"] = expected_calibration_error(*window_labels(probs, [t.label for t in tracks]))
     report.update({
         "split": split, "labels": labels, "arch": run.get("arch"), "hop_s": run.get("hop_s", 1.0),
         "parameters": int(model.count_params()), "best_epoch": run.get("best_epoch"),
-        "train_time_s": run.get("train_time_s"), "eval_time_s": round(time.time() - t0, 1),
+        "train_time_s": run.get("train_time_s"),
         "errors": [
             {"track": t.track_id, "true": labels[t.label], "predicted": labels[int(p.mean(0).argmax())]}
             for t, p in zip(tracks, probs, strict=True) if int(p.mean(0).argmax()) != t.label
         ],
     })
+    if room_items:
+        room_probs = predict_tracks(model, room_items, window_frames, hop_frames)
+        room = summarize(room_probs, [t.label for t in room_items], labels)
+        room["window_ece"] = expected_calibration_error(
+            *window_labels(room_probs, [t.label for t in room_items]))
+        room.update(room_info)
+        report["in_room"] = room
+    report["eval_time_s"] = round(time.time() - t0, 1)
     names = report_names(split)
     (run_dir / names["json"]).write_text(json.dumps(report, indent=2) + "\n")
     (run_dir / names["md"]).write_text(format_markdown(report, run))
@@ -97,17 +152,31 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, verbose: int = 1) 
     history = run_dir / "history.json"
     if history.is_file():
         plot_curves(json.loads(history.read_text()), run_dir / "curves.png")
-    run.setdefault("metrics", {})[split] = {
-        k: report[k] for k in ("tracks", "windows", "window_accuracy", "track_accuracy_mean_vote",
-                               "track_accuracy_majority_vote", "macro_f1", "window_macro_f1")
-    }
+    run.setdefault("metrics", {})[split] = summary_of(report)
     run_json.write_text(json.dumps(run, indent=2) + "\n")
     if verbose:
-        print(f"{split}: {report['tracks']} tracks, {report['windows']} windows; window accuracy "
-              f"{report['window_accuracy']:.3f}, track accuracy {report['track_accuracy_mean_vote']:.3f} "
-              f"(mean vote) / {report['track_accuracy_majority_vote']:.3f} (majority), macro-F1 "
-              f"{report['macro_f1']:.3f} -> {run_dir / names['json']}", flush=True)
+        line = (f"{split}: {report['tracks']} tracks, {report['windows']} windows; window accuracy "
+                f"{report['window_accuracy']:.3f}, track accuracy {report['track_accuracy_mean_vote']:.3f} "
+                f"(mean vote) / {report['track_accuracy_majority_vote']:.3f} (majority), macro-F1 "
+                f"{report['macro_f1']:.3f}")
+        if "in_room" in report:
+            r = report["in_room"]
+            line += (f"; in rooms ({r['tracks']} renderings): window {r['window_accuracy']:.3f}, "
+                     f"track {r['track_accuracy_mean_vote']:.3f}, macro-F1 {r['macro_f1']:.3f}")
+        print(f"{line} -> {run_dir / names['json']}", flush=True)
     return report
+
+
+SUMMARY_KEYS = ("tracks", "windows", "window_accuracy", "track_accuracy_mean_vote",
+                "track_accuracy_majority_vote", "macro_f1", "window_macro_f1", "window_ece")
+
+
+def summary_of(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of a report (``run.json`` ``metrics.<split>``), in-room included."""
+    out = {k: report[k] for k in SUMMARY_KEYS if k in report}
+    if "in_room" in report:
+        out["in_room"] = {k: report["in_room"][k] for k in SUMMARY_KEYS if k in report["in_room"]}
+    return out
 
 
 def format_markdown(report: dict[str, Any], run: dict[str, Any]) -> str:
@@ -123,30 +192,57 @@ def format_markdown(report: dict[str, Any], run: dict[str, Any]) -> str:
         f"Model: {report['parameters']:,} parameters, best epoch {report.get('best_epoch')}, "
         f"trained in {report.get('train_time_s')} s.",
         "",
-        "| metric | value |",
-        "|---|---|",
-        f"| window accuracy | {report['window_accuracy']:.4f} |",
-        f"| track accuracy, mean-probability vote | {report['track_accuracy_mean_vote']:.4f} |",
-        f"| track accuracy, majority vote | {report['track_accuracy_majority_vote']:.4f} |",
-        f"| macro-F1 (track, mean vote) | {report['macro_f1']:.4f} |",
-        f"| macro-F1 (window) | {report['window_macro_f1']:.4f} |",
+        *_headline_table(report),
         "",
         "## Per class (track level, mean vote)",
         "",
-        "| genre | precision | recall | F1 | tracks |",
-        "|---|---|---|---|---|",
+        "| genre | precision | recall | F1 | tracks |"
+        + (" in-room precision | in-room recall | in-room F1 | renderings |" if "in_room" in report else ""),
+        "|---|---|---|---|---|" + ("---|---|---|---|" if "in_room" in report else ""),
     ]
     for name in labels:
         c = report["per_class"][name]
-        lines.append(f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
+        row = f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
+        if "in_room" in report:
+            r = report["in_room"]["per_class"][name]
+            row += f" {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+        lines.append(row)
     lines += ["", "## Confusion (tracks; rows true, columns predicted)", "",
               "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     for name, row in zip(labels, report["confusion"], strict=True):
         lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
+    if "in_room" in report:
+        r = report["in_room"]
+        lines += ["", "## In-room confusion (renderings; rows true, columns predicted)", "",
+                  f"Each track played through {r['per_track']} held-out rooms ({r['rooms']} "
+                  f"responses: {r['responses']}; noise {r['noise']}; conditions "
+                  f"`{json.dumps(r['conditions'])}`).", "",
+                  "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        for name, row in zip(labels, r["confusion"], strict=True):
+            lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
     if report.get("errors"):
         lines += ["", "## Misclassified tracks", ""]
         lines += [f"- `{e['track']}`: {e['true']} -> {e['predicted']}" for e in report["errors"]]
     return "\n".join(lines) + "\n"
+
+
+def _headline_table(report: dict[str, Any]) -> list[str]:
+    room = report.get("in_room")
+    rows = [("window accuracy", "window_accuracy"),
+            ("track accuracy, mean-probability vote", "track_accuracy_mean_vote"),
+            ("track accuracy, majority vote", "track_accuracy_majority_vote"),
+            ("macro-F1 (track, mean vote)", "macro_f1"), ("macro-F1 (window)", "window_macro_f1"),
+            ("expected calibration error (windows)", "window_ece")]
+    out = ["| metric | clean | in-room |" if room else "| metric | value |",
+           "|---|---|---|" if room else "|---|---|"]
+    for title, key in rows:
+        if key not in report:
+            continue
+        cell = f"| {title} | {report[key]:.4f} |"
+        if room:
+            cell += f" {room[key]:.4f} |"
+        out.append(cell)
+    return out
 
 
 def _matplotlib() -> Any:

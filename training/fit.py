@@ -87,6 +87,21 @@ class TrainConfig:
         Softening of the teacher's probabilities (``p ** (1 / T)``).
     teacher_l2 : float
         L2 penalty of the teacher's linear probe.
+    rooms : int
+        Renderings of every training track through simulated rooms (:mod:`training.rooms`:
+        speaker, room response, noise, microphone band, level), cached once; 0 trains on
+        clean clips only.
+    clean_p : float
+        With ``rooms``, the share of training crops taken from the clean clip.
+    val_rooms : int
+        With ``rooms``, renderings of every validation track through the validation rooms;
+        checkpoints are chosen on the mean of clean and in-room validation track accuracy.
+    rir_dir, noise_dir : str or None
+        A folder of measured room impulse responses / background recordings that replaces
+        the simulated training rooms / synthetic noises.
+    calibrate : bool
+        Fit a softmax temperature on the validation windows (clean and in-room) after
+        training and fold it into the saved model (``run.json`` ``calibration``).
     augment : AugmentParams
         Augmentation strengths.
     """
@@ -112,6 +127,12 @@ class TrainConfig:
     distill: float = 0.5
     distill_temperature: float = 1.0
     teacher_l2: float = 1.0
+    rooms: int = 0
+    clean_p: float = 0.25
+    val_rooms: int = 2
+    rir_dir: str | None = None
+    noise_dir: str | None = None
+    calibrate: bool = True
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,8 +183,10 @@ class WindowSampler:
     def __init__(self, features: Sequence[np.ndarray], labels: Sequence[int], n_labels: int,
                  window_frames: int, cfg: TrainConfig, frontend: FrontendParams,
                  weights: np.ndarray, soft: Sequence[np.ndarray] | None = None,
-                 soft_hop_frames: float = 100.0) -> None:
+                 soft_hop_frames: float = 100.0,
+                 variants: Sequence[Sequence[np.ndarray]] | None = None) -> None:
         self.features = features
+        self.variants = variants
         self.labels = np.asarray(labels, dtype=int)
         self.n_labels = n_labels
         self.window_frames = window_frames
@@ -197,9 +220,14 @@ class WindowSampler:
         wf = self.window_frames
         xs, starts = [], []
         for i in ids:
-            feats = pad_to(self.features[i], wf)
+            feats = self.features[i]
+            if self.variants is not None and self.variants[i] and self.rng.random() >= self.cfg.clean_p:
+                # The same track heard in one of its rooms; renderings are aligned with the
+                # clean clip, so the crop position (and the teacher's target) is the same.
+                feats = self.variants[i][int(self.rng.integers(0, len(self.variants[i])))]
+            feats = pad_to(feats, wf)
             s = int(self.rng.integers(0, feats.shape[0] - wf + 1))
-            xs.append(feats[s : s + wf])
+            xs.append(np.asarray(feats[s : s + wf], dtype=np.float32))
             starts.append(s)
         y = eye[self.labels[ids]]
         if self.soft is not None:
@@ -225,7 +253,8 @@ class WindowSampler:
                 w = self.weights[self.labels[ids]]
                 x, y, w = augment_batch(x, y, w, self.rng, self.cfg.augment,
                                         hop_s=self.frontend.hop_s,
-                                        floor_db=self.frontend.log_floor_db)
+                                        floor_db=self.frontend.log_floor_db,
+                                        log_domain=self.frontend.compression == "log")
                 yield x[..., None], y, w
 
 
@@ -311,6 +340,52 @@ def export_float32(model: Any, arch: str, window_frames: int, n_mels: int, n_lab
         keras.mixed_precision.set_global_policy(policy)
 
 
+def _path(text: str | None) -> Path | None:
+    return Path(text).expanduser() if text else None
+
+
+def selection_key(row: dict[str, Any]) -> tuple[float, float, float]:
+    """How epochs are ranked: validation track accuracy, then window accuracy, then lower
+    loss; with in-room validation each is the mean of the clean and the in-room figure
+    (the device hears rooms, the reports show clean files too)."""
+    if "val_room_track_accuracy" in row:
+        return (0.5 * (row["val_track_accuracy"] + row["val_room_track_accuracy"]),
+                0.5 * (row["val_window_accuracy"] + row["val_room_window_accuracy"]),
+                -0.5 * (row["val_loss"] + row["val_room_loss"]))
+    return (row["val_track_accuracy"], row["val_window_accuracy"], -row["val_loss"])
+
+
+def calibrate_saved_model(model_path: Path, tracks: Sequence[Any], window_frames: int,
+                          hop_frames: int) -> dict[str, Any]:
+    """Fit a temperature on ``tracks``' windows and fold it into ``model_path``'s last dense
+    layer (kernel and bias divided by T): the saved model's probabilities are calibrated."""
+    import keras
+
+    from .calibration import (
+        apply_temperature,
+        expected_calibration_error,
+        fit_temperature,
+        nll,
+        window_labels,
+    )
+
+    model = keras.models.load_model(model_path, compile=False)
+    probs = predict_tracks(model, tracks, window_frames, hop_frames)
+    labels = [t.label for t in tracks]
+    temperature = fit_temperature(probs, labels)
+    p, y = window_labels(probs, labels)
+    dense = model.get_layer("logits")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel / temperature, bias / temperature])
+    model.save(model_path)
+    calibrated = apply_temperature(p, temperature)
+    return {"temperature": temperature, "fitted_on": "validation windows, clean and in-room",
+            "windows": int(len(y)),
+            "val_nll_before": nll(p, y), "val_nll_after": nll(calibrated, y),
+            "val_ece_before": expected_calibration_error(p, y),
+            "val_ece_after": expected_calibration_error(calibrated, y)}
+
+
 def train(
     spec: DatasetSpec,
     splits: dict[str, list[Track]],
@@ -379,8 +454,22 @@ def train(
         if verbose:
             print("teacher " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in teacher_report.items()), flush=True)
+    variants, val_room = None, []
+    if cfg.rooms > 0:
+        from .room_features import room_tracks
+        from .rooms import room_set
+
+        train_rooms = room_set("train", frontend.sample_rate, cache_dir, rir_dir=_path(cfg.rir_dir),
+                               noise_dir=_path(cfg.noise_dir))
+        rendered = room_tracks(train_tracks, train_rooms, cfg.rooms, dtype="float16")
+        variants = [[r.features() for r in rendered[i * cfg.rooms : (i + 1) * cfg.rooms]]
+                    for i in range(len(train_tracks))]
+        if cfg.val_rooms > 0:
+            val_room = room_tracks(val_tracks, room_set("val", frontend.sample_rate, cache_dir),
+                                   cfg.val_rooms)
     sampler = WindowSampler(features, [t.label for t in train_tracks], n_labels, wf, cfg,
-                            frontend, weights, soft=soft, soft_hop_frames=soft_hop)
+                            frontend, weights, soft=soft, soft_hop_frames=soft_hop,
+                            variants=variants)
 
     strategy = _strategy(tf, cfg.distribute)
     mixed = _use_mixed_precision(tf, cfg.mixed_precision)
@@ -431,6 +520,10 @@ def train(
             t0 = time.time()
             probs = predict_tracks(self.model, val_tracks, wf, hop_frames)
             m = summarize(probs, [t.label for t in val_tracks], labels)
+            room = None
+            if val_room:
+                room = summarize(predict_tracks(self.model, val_room, wf, hop_frames),
+                                 [t.label for t in val_room], labels)
             row = {
                 "epoch": epoch + 1,
                 "loss": float((logs or {}).get("loss", float("nan"))),
@@ -443,8 +536,12 @@ def train(
                     self.model.optimizer.learning_rate)),
                 "elapsed_s": time.time() - t_start,
             }
+            if room is not None:
+                row.update(val_room_window_accuracy=room["window_accuracy"],
+                           val_room_track_accuracy=room["track_accuracy_mean_vote"],
+                           val_room_loss=room["window_loss"])
             history.append(row)
-            key = (m["track_accuracy_mean_vote"], m["window_accuracy"], -m["window_loss"])
+            key = selection_key(row)
             improved = state["best"] is None or key > state["best"]
             if improved:
                 state.update(best=key, best_epoch=epoch + 1, waited=0)
@@ -456,7 +553,9 @@ def train(
                 print(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['loss']:.3f}  acc {row['acc']:.3f}  "
                       f"val window {row['val_window_accuracy']:.3f}  val track {row['val_track_accuracy']:.3f} "
                       f"(majority {row['val_track_accuracy_majority']:.3f})  val loss {row['val_loss']:.3f}  "
-                      f"lr {row['lr']:.2e}  [{time.time() - t0:.1f} s eval, {row['elapsed_s']:.0f} s]"
+                      + (f"in-room val window {row['val_room_window_accuracy']:.3f} track "
+                         f"{row['val_room_track_accuracy']:.3f}  " if room is not None else "")
+                      + f"lr {row['lr']:.2e}  [{time.time() - t0:.1f} s eval, {row['elapsed_s']:.0f} s]"
                       f"{'  *best' if improved else ''}", flush=True)
             min_epochs = cfg.min_epochs if cfg.min_epochs is not None else cfg.epochs // 2
             if state["waited"] >= cfg.patience and epoch + 1 >= min_epochs:
@@ -478,6 +577,13 @@ def train(
         keras.mixed_precision.set_global_policy("float32")
 
     best = history[state["best_epoch"] - 1]
+    calibration = None
+    if cfg.calibrate:
+        calibration = calibrate_saved_model(model_path, [*val_tracks, *val_room], wf, hop_frames)
+        if verbose:
+            print(f"calibration: temperature {calibration['temperature']:.3f}, validation window "
+                  f"ECE {calibration['val_ece_before']:.3f} -> {calibration['val_ece_after']:.3f}",
+                  flush=True)
     run = {
         "labels": list(labels),
         "frontend": frontend.to_dict(),
@@ -493,7 +599,10 @@ def train(
         "best_epoch": state["best_epoch"],
         "epochs_run": len(history),
         "val": {k: best[k] for k in ("val_window_accuracy", "val_track_accuracy",
-                                     "val_track_accuracy_majority", "val_loss")},
+                                     "val_track_accuracy_majority", "val_loss",
+                                     "val_room_window_accuracy", "val_room_track_accuracy",
+                                     "val_room_loss") if k in best},
+        "calibration": calibration,
         "teacher": teacher_report,
         "band_mean_db": mean.tolist(),
         "band_std_db": std.tolist(),
