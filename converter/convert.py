@@ -156,6 +156,7 @@ def compare(
         "mean_prob_diff": float(np.abs(pf - pq).mean()),
         "int8_track_confusion": confusion(pq),
         "float_track_confusion": confusion(pf),
+        "int8_track_predictions": [int(pq[ids == i].mean(axis=0).argmax()) for i in dict.fromkeys(track_ids)],
         "int8_window_ece": expected_calibration_error(pq, y),
         "float_window_ece": expected_calibration_error(pf, y),
     }
@@ -315,7 +316,8 @@ def convert_run(
         verification["track_ids"] = [t.track_id for t in eval_tracks]
         if room_items:
             room = compare(model, tflite, room_items, frontend.window_frames, hop_frames, labels)
-            verification["in_room"] = {**room_info, **room}
+            verification["in_room"] = {**room_info, **room,
+                                       "items": [[t.track_id, t.k] for t in room_items]}
         if with_float:
             float_tflite = Model(float_path)
             fv = compare(model, float_tflite, eval_tracks, frontend.window_frames, hop_frames, labels)

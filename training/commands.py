@@ -162,6 +162,10 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
                                      "to train with instead of simulated rooms")
     r.add_argument("--noise-dir", help="folder of background recordings to train with instead "
                                        "of synthetic noise")
+    f.add_argument("--budget-min", type=_positive(float),
+                   help="train for this many minutes of wall clock (the learning-rate schedule "
+                        "follows the clock; --epochs is an upper bound): compares presets on "
+                        "equal time")
     f.add_argument("--no-calibrate", action="store_true",
                    help="keep the raw softmax (default: fit a temperature on validation)")
     f.add_argument("--threads", type=int, default=0, help="TensorFlow threads (default: all cores)")
@@ -244,7 +248,7 @@ def _train_run(args: argparse.Namespace) -> int:
         teacher=args.teacher, distill=args.distill, distill_temperature=args.distill_temperature,
         teacher_l2=args.teacher_l2, rooms=args.rooms, clean_p=args.clean_p,
         val_rooms=args.val_rooms, rir_dir=args.rir_dir, noise_dir=args.noise_dir,
-        calibrate=not args.no_calibrate, augment=aug)
+        calibrate=not args.no_calibrate, budget_min=args.budget_min or 0.0, augment=aug)
     run = train(spec, splits, labels, frontend, out, cfg, cache_dir=cache_dir,
                 verbose=0 if args.quiet else 1)
     if not args.no_evaluate:

@@ -54,15 +54,20 @@ def int8_figures(run_dir: Path, representative: int = 64) -> dict[str, Any]:
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the comparison rows."""
     head = ("| preset | input (frames x mels) | parameters | int8 size | int8 ms/window (1 thread) "
-            "| epochs run (max) | window acc | track acc (mean vote) | track acc (majority) "
-            "| macro-F1 | train time |")
+            "| epochs run | window acc | track acc (mean vote) | macro-F1 "
+            "| in-room window acc | in-room track acc | in-room macro-F1 | train time |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def f3(x: float | None) -> str:
+        return "–" if x is None else f"{x:.3f}"
+
     for r in rows:
         lines.append(
             f"| {r['arch']} | {r['input']} | {r['parameters']:,} | {r['int8_bytes'] / 1024:.0f} KB "
-            f"| {r['int8_ms_per_window']:.2f} | {r['epochs_run']} ({r['epochs_max']}) "
+            f"| {r['int8_ms_per_window']:.2f} | {r['epochs_run']} "
             f"| {r['window_accuracy']:.3f} | {r['track_accuracy_mean_vote']:.3f} "
-            f"| {r['track_accuracy_majority_vote']:.3f} | {r['macro_f1']:.3f} "
+            f"| {r['macro_f1']:.3f} | {f3(r.get('room_window_accuracy'))} "
+            f"| {f3(r.get('room_track_accuracy'))} | {f3(r.get('room_macro_f1'))} "
             f"| {r['train_time_s'] / 60:.1f} min |")
     return "\n".join(lines)
 
@@ -85,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             **{k: report[k] for k in ("window_accuracy", "track_accuracy_mean_vote",
                                       "track_accuracy_majority_vote", "macro_f1")},
         }
+        room = report.get("in_room") or {}
+        row.update(room_window_accuracy=room.get("window_accuracy"),
+                   room_track_accuracy=room.get("track_accuracy_mean_vote"),
+                   room_macro_f1=room.get("macro_f1"))
         row.update(int8_figures(run_dir))
         rows.append(row)
     print(table(rows))

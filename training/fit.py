@@ -99,6 +99,9 @@ class TrainConfig:
     rir_dir, noise_dir : str or None
         A folder of measured room impulse responses / background recordings that replaces
         the simulated training rooms / synthetic noises.
+    budget_min : float
+        Train for this many minutes of wall clock (the learning-rate schedule follows the
+        clock, ``epochs`` is only an upper bound); 0: the epoch schedule.
     calibrate : bool
         Fit a softmax temperature on the validation windows (clean and in-room) after
         training and fold it into the saved model (``run.json`` ``calibration``).
@@ -133,6 +136,7 @@ class TrainConfig:
     rir_dir: str | None = None
     noise_dir: str | None = None
     calibrate: bool = True
+    budget_min: float = 0.0
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -340,6 +344,29 @@ def export_float32(model: Any, arch: str, window_frames: int, n_mels: int, n_lab
         keras.mixed_precision.set_global_policy(policy)
 
 
+def time_budget(keras: Any, budget_s: float, peak_lr: float, t_start: float) -> Any:
+    """A callback that runs the learning-rate schedule on the wall clock: linear warm-up over
+    the first 5 % of ``budget_s``, cosine decay to 1 % of ``peak_lr`` at the end, then stops
+    (the epoch in progress ends there and is validated). For comparing architectures on the
+    same training time when none of them can be trained to convergence on this CPU."""
+
+    class TimeBudget(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            progress = min(1.0, (time.time() - t_start) / budget_s)
+            if progress < 0.05:
+                lr = peak_lr * (0.05 + 0.95 * progress / 0.05)
+            else:
+                q = (progress - 0.05) / 0.95
+                lr = peak_lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * q)))
+            self.model.optimizer.learning_rate.assign(lr)
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if time.time() - t_start >= budget_s:
+                self.model.stop_training = True
+
+    return TimeBudget()
+
+
 def _path(text: str | None) -> Path | None:
     return Path(text).expanduser() if text else None
 
@@ -494,9 +521,12 @@ def train(
     with strategy.scope():
         model = build_model(cfg.arch, wf, frontend.n_mels, n_labels)
         band_norm_layer(model).set_stats(mean, std)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            peak_lr * 0.05 if warmup else peak_lr, max(1, total_steps - warmup), alpha=0.01,
-            warmup_target=peak_lr if warmup else None, warmup_steps=warmup)
+        if cfg.budget_min:
+            schedule = peak_lr  # a variable that TimeBudget moves along the wall clock
+        else:
+            schedule = keras.optimizers.schedules.CosineDecay(
+                peak_lr * 0.05 if warmup else peak_lr, max(1, total_steps - warmup), alpha=0.01,
+                warmup_target=peak_lr if warmup else None, warmup_steps=warmup)
         model.compile(
             optimizer=_optimizer(keras, preset.optimizer, schedule, cfg.weight_decay, cfg.ema),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
@@ -558,7 +588,9 @@ def train(
                       + f"lr {row['lr']:.2e}  [{time.time() - t0:.1f} s eval, {row['elapsed_s']:.0f} s]"
                       f"{'  *best' if improved else ''}", flush=True)
             min_epochs = cfg.min_epochs if cfg.min_epochs is not None else cfg.epochs // 2
-            if state["waited"] >= cfg.patience and epoch + 1 >= min_epochs:
+            if cfg.budget_min:
+                pass  # the wall clock ends it (TimeBudget), not patience
+            elif state["waited"] >= cfg.patience and epoch + 1 >= min_epochs:
                 if verbose:
                     print(f"early stop: no better validation track accuracy for {cfg.patience} epochs",
                           flush=True)
@@ -572,6 +604,8 @@ def train(
                   # EMA weights in the model from the end of each epoch (validation and
                   # checkpoint) to the start of the next; must run before the checkpoint.
                   *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []),
+                  *([time_budget(keras, 60.0 * cfg.budget_min, peak_lr, t_start)]
+                    if cfg.budget_min else []),
                   TrackLevelCheckpoint()])
     if mixed:
         keras.mixed_precision.set_global_policy("float32")
