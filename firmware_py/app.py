@@ -298,14 +298,22 @@ def run_listen(
 
 def _apply_reload(config: Any, reload: Callable[[], Any], pipeline: Pipeline, bundle: Bundle,
                   console_sink: ConsoleSink) -> None:
-    """SIGHUP: re-read the configuration; apply smoothing and console options live."""
+    """SIGHUP: re-read the configuration; apply smoothing and console options live.
+
+    A reload that fails for any reason (a bad value, an unreadable file, or a bug) keeps
+    every running setting and logs one line: a service must not die of a config edit.
+    """
     try:
         new = reload()
         params = new.smoothing_params(bundle.smoothing)
+        pipeline.set_smoothing(params)  # changes nothing when it raises
     except GenreEdgeError as exc:
         log.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
         return
-    pipeline.set_smoothing(params)
+    except Exception as exc:  # noqa: BLE001 (any failure: keep running on the old settings)
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        log.error("SIGHUP: configuration not reloaded, keeping the running one: %s", reason)
+        return
     console_sink.as_json = new.output.json
     console_sink.changes_only = new.output.changes_only
     restart = [name for name in ("bundle", "log_level", "source", "inference", "mqtt", "similarity")
