@@ -165,8 +165,8 @@ class SoundsLike:
         from .similarity import Index, open_embedding_model
 
         self.index = Index.load(config.index)
-        self.index.check_model(bundle, config.index)
         self.model = open_embedding_model(bundle, threads=threads)
+        self.index.check_model(bundle, config.index, dim=int(self.model.output_shape[-1]))
         # in hops of the running pipeline (inference.hop_s may differ from the bundle's)
         self.every_hops = max(1, round(config.every_s / hop_s))
         self.recent: Any = deque(maxlen=max(1, round(config.window_s / hop_s)))
@@ -185,6 +185,19 @@ class SoundsLike:
                 self.current = {"path": Path(best[0].path).name,
                                 "similarity": round(float(best[0].similarity), 4)}
         return self.current
+
+
+def open_sounds_like(config: Any, bundle: Bundle, hop_s: float) -> SoundsLike | None:
+    """"Sounds like" for ``config.similarity`` (None when off, or when the index or the
+    bundle's embedding model does not check out: one error line, and listening goes on,
+    because a service that refused to start over an optional feature would loop)."""
+    if not config.similarity.index:
+        return None
+    try:
+        return SoundsLike(config.similarity, bundle, config.inference.threads, hop_s)
+    except GenreEdgeError as exc:
+        log.error("sounds like is off: %s", exc)
+        return None
 
 
 def run_listen(
@@ -222,8 +235,7 @@ def run_listen(
         sinks.append(on_payload)
     publisher = make_publisher(config, bundle)  # validates MQTT settings before any I/O
     display = make_display(config, bundle)
-    sounds_like = (SoundsLike(config.similarity, bundle, config.inference.threads, pipeline.hop_s)
-                   if config.similarity.index else None)
+    sounds_like = open_sounds_like(config, bundle, pipeline.hop_s)
     source = open_source(config.source, bundle.frontend.sample_rate, sd_module=sd_module)
 
     def on_signal(signum: int, _frame: Any) -> None:
