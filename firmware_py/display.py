@@ -133,8 +133,12 @@ class _Page:
         )
 
     def render(self, snapshot_json: str) -> bytes:
-        # "</" inside the JSON would end the <script> element early.
-        safe = snapshot_json.replace("</", "<\\/")
+        # No markup character may reach the inline <script>: "</" would end it early, and
+        # "<!--<script>" (a track name) switches the HTML parser into a state in which
+        # "</script>" no longer ends it, swallowing the page's code. JSON reads \u003c
+        # back as "<".
+        safe = (snapshot_json.replace("<", "\\u003c").replace(">", "\\u003e")
+                .replace("&", "\\u0026"))
         return (self.head + safe + self.tail).encode("utf-8")
 
 

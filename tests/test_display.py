@@ -187,7 +187,7 @@ def test_snapshot_cannot_break_out_of_the_page(display: DisplayServer) -> None:
     display.update({**payload("rock"), "model": "</script><script>alert(1)</script>"})
     html = get(display, "/")[2].decode()
     assert "</script><script>alert(1)" not in html
-    assert "<\\/script><script>alert(1)<\\/script>" in html
+    assert "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in html
 
 
 def test_non_finite_numbers_become_null(display: DisplayServer) -> None:
