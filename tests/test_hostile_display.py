@@ -1,11 +1,17 @@
-"""The display page against hostile text (issue 16, item 5).
+"""The display page against hostile text and idle connections (issue 16, items 5 and 9).
 
 * A track name, label or bundle name such as ``<!--<script>`` left the page at "waiting":
   the inline JSON escaped only ``</``, and ``<!--<script>`` puts the HTML parser in a
   state where the data element swallows the page's code. Checked in headless Chromium.
+* Eight ``/events`` clients that never read held every slot for hours (the kernel's send
+  buffers absorbed megabytes); the kiosk, ninth, got HTTP 503.
 """
 
 from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -54,3 +60,72 @@ def test_no_text_can_change_the_page_structure(chromium: str, where: str) -> Non
     finally:
         browser.close()
         server.stop()
+
+
+def _idle_client(port: int) -> socket.socket:
+    """Opens /events and never reads a byte (default buffers, as anyone would)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    return sock
+
+
+@pytest.fixture
+def idle_clients() -> Iterator[list[socket.socket]]:
+    socks: list[socket.socket] = []
+    yield socks
+    for sock in socks:
+        sock.close()
+
+
+@pytest.mark.timeout(180)
+def test_eight_idle_clients_cannot_lock_the_kiosk_out(chromium: str,
+                                                      idle_clients: list[socket.socket]) -> None:
+    server = DisplayServer("127.0.0.1", 0, labels=LABELS, model_name="test-model")  # 8 slots
+    server.start()
+    try:
+        server.update(payload("rock"))
+        idle_clients += [_idle_client(server.port) for _ in range(server.max_clients)]
+        wait_until(lambda: server.clients == server.max_clients, what="8 idle streams")
+        browser = Browser(chromium, server.url)  # the kiosk, ninth
+        try:
+            wait_until(lambda: text_of(browser, "genre") == "rock", what="the inline state")
+            # Its stream is served (the stalest idle one made room), so it follows live.
+            server.update(payload("jazz", changed=True))
+            wait_until(lambda: text_of(browser, "genre") == "jazz", timeout_s=15,
+                       what="a state pushed to the kiosk")
+            assert text_of(browser, "link") == "online"
+            assert server.clients == server.max_clients
+        finally:
+            browser.close()
+    finally:
+        server.stop()
+
+
+def test_a_client_that_never_reads_is_dropped_after_a_bounded_amount(
+    idle_clients: list[socket.socket],
+) -> None:
+    """The send timeout holds for real: with the kernel's autotuned send buffer a client
+    that never read absorbed ~3 MB (an hour of states) before a write could block."""
+    server = DisplayServer("127.0.0.1", 0, labels=LABELS, model_name="m", send_timeout_s=0.5)
+    server.start()
+    try:
+        idle = _idle_client(server.port)
+        idle_clients.append(idle)
+        wait_until(lambda: server.clients == 1, what="the idle stream")
+        state = {**payload("rock"), "pad": "x" * 1000}
+        deadline = time.monotonic() + 60
+        n = 0
+        while server.clients and time.monotonic() < deadline:
+            server.update({**state, "n": n})
+            n += 1
+            time.sleep(0.003)
+        assert server.clients == 0, "the idle client was never dropped"
+    finally:
+        server.stop()
+    # Everything the server wrote is now in the client's buffers: read it to the end.
+    idle.settimeout(10)
+    total = 0
+    while chunk := idle.recv(1 << 16):
+        total += len(chunk)
+    print(f"idle client dropped after {total // 1000} KB")
+    assert total < 512_000, f"dropped only after {total // 1000} KB"
