@@ -51,6 +51,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from . import __version__
 from .errors import BrokerError, ConfigError
+from .mqtt_rules import check_text, check_topic_part
 
 log = logging.getLogger(__name__)
 _paho_log = logging.getLogger(__name__ + ".paho")
@@ -152,11 +153,6 @@ def default_device_id() -> str:
     return name or "genre-edge"
 
 
-def _check_topic_part(what: str, value: str, fix: str) -> None:
-    if not value or any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
-        raise ConfigError(f"bad {what} {value!r}: no '+', '#', leading or trailing '/' allowed; {fix}")
-
-
 @dataclass
 class MqttSettings:
     """Everything the publisher needs; derived fields are filled in by ``__post_init__``.
@@ -202,12 +198,19 @@ class MqttSettings:
                 "(set --device-id)"
             )
         self.topic_prefix = (self.topic_prefix or f"genre-edge/{self.device_id}").strip()
-        _check_topic_part("MQTT topic prefix", self.topic_prefix, "e.g. genre-edge/livingroom")
-        _check_topic_part("Home Assistant discovery prefix", self.discovery_prefix,
-                          "the default is homeassistant")
+        # What the broker would refuse (and drop us for) or silently never deliver, here
+        # as one line instead of a reconnect loop: see firmware_py.mqtt_rules.
+        check_topic_part("MQTT topic prefix", self.topic_prefix, "e.g. genre-edge/livingroom")
+        check_topic_part("Home Assistant discovery prefix", self.discovery_prefix,
+                         "the default is homeassistant")
+        longest = max((self.availability_topic, self.discovery_topic("confidence")), key=len)
+        check_topic_part("MQTT topic", longest, "shorten mqtt topic_prefix, discovery_prefix "
+                         "or device_id")
         self.client_id = self.client_id or f"genre-edge-{self.device_id}"
         self.password = self.password or None
         self.username = self.username or None
+        check_text("MQTT username", self.username, "fix mqtt username")
+        check_text("MQTT password", self.password, "fix mqtt password", secret=True)
         if self.qos not in (0, 1, 2):
             raise ConfigError(f"bad MQTT qos {self.qos!r}: use 0, 1 or 2 (1 is recommended)")
         if self.max_inflight < 1 or self.max_block_s < 0:
@@ -248,6 +251,10 @@ class MqttSettings:
     @property
     def ha_status_topic(self) -> str:
         return f"{self.discovery_prefix}/status"
+
+    def discovery_topic(self, sensor: str) -> str:
+        """Home Assistant's discovery topic for one of our sensors."""
+        return f"{self.discovery_prefix}/sensor/{self.device_id}/{sensor}/config"
 
 
 @dataclass
@@ -615,7 +622,7 @@ class MqttPublisher:
                 "default_entity_id": f"sensor.{entity_base}_{obj}",
                 **common,
             }
-            out.append((f"{s.discovery_prefix}/sensor/{s.device_id}/{obj}/config", config))
+            out.append((s.discovery_topic(obj), config))
         return out
 
     # ------------------------------------------------------------------ client setup
