@@ -349,6 +349,7 @@ class MqttPublisher:
         self._refusal: mqtt.ReasonCode | None = None
         self._started = False
         self._start_waiting = False  # start() reports refusals itself; later ones are logged
+        self._unanswered = False  # the broker closed the link before any CONNACK (start)
         self._closing = False
         self._sender_exit = False
         self._sender: threading.Thread | None = None
@@ -419,17 +420,15 @@ class MqttPublisher:
             self._abort()
             raise BrokerError(self._tls_message(exc)) from None
         except (OSError, ValueError) as exc:
-            reason = _describe_os_error(exc)
+            problem = (self._tls_message(exc) if self._tls_mismatch(exc) else
+                       f"cannot reach MQTT broker at {self._addr} ({_describe_os_error(exc)})")
             if wait:
                 self._abort()
-                raise BrokerError(
-                    f"cannot reach MQTT broker at {self._addr} ({reason}): is it running? "
-                    "check --mqtt"
-                ) from None
-            log.warning("cannot reach MQTT broker at %s (%s); retrying in the background "
-                        "every %g-%g s, states are queued (up to %d)", self._addr, reason,
-                        self.settings.reconnect_min_s, self.settings.reconnect_max_s,
-                        self.settings.queue_size)
+                fix = "" if self._tls_mismatch(exc) else ": is it running? check --mqtt"
+                raise BrokerError(problem + fix) from None
+            log.warning("%s; retrying in the background every %g-%g s, states are queued "
+                        "(up to %d)", problem, self.settings.reconnect_min_s,
+                        self.settings.reconnect_max_s, self.settings.queue_size)
             self._warned_unreachable = True
             self._down_since = time.monotonic()
             tcp_up = False
@@ -440,25 +439,33 @@ class MqttPublisher:
         if not tcp_up:
             return
         with self._cond:
-            while not self._ready and self._refusal is None:
+            while not (self._ready or self._refusal is not None or self._unanswered):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            ready, refusal = self._ready, self._refusal
+            ready, refusal, unanswered = self._ready, self._refusal, self._unanswered
             self._start_waiting = False
         if refusal is not None:
             self._abort()
             raise BrokerError(self._refusal_message(refusal))
-        if not ready:
+        if ready:
+            return
+        if unanswered:  # the broker hung up on our CONNECT: the usual sign of a TLS port
+            message = (
+                f"MQTT broker at {self._addr} closed the connection without answering the "
+                "MQTT CONNECT: " + ("check the broker's log" if self._addr.tls else
+                                    "if the port speaks TLS, use mqtts://host:port")
+            )
+        else:
             message = (
                 f"no answer from MQTT broker at {self._addr} within {timeout_s:g} s: check "
                 "that the port speaks MQTT" + ("" if self._addr.tls else " (use mqtts:// for a TLS port)")
             )
-            if wait:
-                self._abort()
-                raise BrokerError(message)
-            log.warning("%s; retrying in the background", message)
+        if wait:
+            self._abort()
+            raise BrokerError(message)
+        log.warning("%s; retrying in the background", message)
 
     def publish_state(self, state: Mapping[str, Any]) -> None:
         """Queue one retained state; adds ``model`` and ``timestamp`` when absent.
@@ -724,7 +731,8 @@ class MqttPublisher:
         # paho calls this from inside its ``except OSError`` around reconnect(): the
         # exception being handled is the reason (refused, unknown host, TLS verification).
         exc = sys.exc_info()[1]
-        tls_problem = self._tls_message(exc) if isinstance(exc, ssl.SSLError) else None
+        tls_problem = (self._tls_message(exc) if isinstance(exc, ssl.SSLError)
+                       or (exc is not None and self._tls_mismatch(exc)) else None)
         with self._cond:
             if self._down_since is None:
                 self._down_since = time.monotonic()
@@ -751,6 +759,8 @@ class MqttPublisher:
                        reason_code: mqtt.ReasonCode, _properties: Any) -> None:
         with self._cond:
             was_ready = self._ready
+            if not self._connected and self._start_waiting:
+                self._unanswered = True
             self._ready = False
             self._connected = False
             self._online_mid = None
@@ -950,12 +960,19 @@ class MqttPublisher:
                     "check mqtt username/password")
         return f"MQTT broker at {self._addr} refused the connection ({rc}): check its configuration"
 
-    def _tls_message(self, exc: ssl.SSLError) -> str:
+    def _tls_mismatch(self, exc: BaseException) -> bool:
+        """A TLS connection reset during the handshake: the mark of a plain-MQTT port."""
+        return self._addr.tls and isinstance(
+            exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError))
+
+    def _tls_message(self, exc: BaseException) -> str:
         """One line for a failed TLS connection: certificate verification or handshake."""
         if isinstance(exc, ssl.SSLCertVerificationError):
             return self._tls_verify_message(exc)
-        return (f"TLS handshake with MQTT broker at {self._addr} failed ({exc.reason or exc}): "
-                "check that the port speaks TLS and the mqtt ca_file/cert_file/key_file")
+        why = (exc.reason or exc) if isinstance(exc, ssl.SSLError) else _describe_os_error(exc)
+        return (f"TLS handshake with MQTT broker at {self._addr} failed ({why}): check that "
+                "the port speaks TLS (a plain MQTT port needs mqtt://) and the mqtt "
+                "ca_file/cert_file/key_file")
 
     def _tls_verify_message(self, exc: ssl.SSLCertVerificationError) -> str:
         why = exc.verify_message or exc.reason or str(exc)

@@ -1,12 +1,15 @@
 """Hostile MQTT settings (issue 16, the MQTT class).
 
 * Settings a broker would reject (and drop the connection for) or silently never deliver
-  are refused at start-up with one line.
+  are refused at start-up with one line; a TLS/plain mismatch names the mismatch.
 
 Real mosquitto and a real ``genre-edge listen`` process.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -14,7 +17,7 @@ from firmware_py.commands import DEMO_CLIP
 from firmware_py.errors import ConfigError
 from firmware_py.mqtt import MqttSettings
 from tests.hostile import cli, one_line_error
-from tests.mqtt_helpers import Broker
+from tests.mqtt_helpers import HOST, Broker, TlsMaterial
 
 
 @pytest.mark.parametrize("option, value, needle", [
@@ -48,3 +51,21 @@ def test_topics_longer_than_mqtt_can_carry_are_refused() -> None:
     with pytest.raises(ConfigError, match="more than MQTT's 65535") as err:
         MqttSettings(url="mqtt://127.0.0.1:1883", username="u", password="p" * 70_000)
     assert "ppp" not in str(err.value)
+
+
+def test_plain_mqtt_to_a_tls_port_names_the_mismatch(broker_factory: Callable[..., Broker],
+                                                     tls_material: TlsMaterial) -> None:
+    broker = broker_factory(tls=tls_material)
+    t0 = time.monotonic()
+    out = cli("listen", "--input", str(DEMO_CLIP), "--fast", "--mqtt",
+              f"mqtt://{HOST}:{broker.tls_port}")
+    one_line_error(out, "if the port speaks TLS, use mqtts://")
+    assert time.monotonic() - t0 < 8, "named at once, not after the 10 s answer timeout"
+
+
+def test_tls_to_a_plain_port_names_the_mismatch(broker_factory: Callable[..., Broker],
+                                                tls_material: TlsMaterial) -> None:
+    broker = broker_factory(tls=tls_material)
+    out = cli("listen", "--input", str(DEMO_CLIP), "--fast", "--mqtt", f"mqtts://{HOST}:{broker.port}",
+              "--ca-file", str(tls_material.ca_file))
+    one_line_error(out, "a plain MQTT port needs mqtt://")
