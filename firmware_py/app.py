@@ -264,7 +264,7 @@ def run_listen(
         if publisher is not None:
             # A file run fails fast on a wrong broker; a microphone (the service) may
             # start before its broker and connects in the background meanwhile.
-            publisher.start(wait=bool(config.source.input))
+            publisher.start(wait=bool(config.source.input), stop=stop)
             sinks.append(publisher.publish_state)
         log.info("listening to %s: bundle %s (%s), hop %.2f s, window %.2f s",
                  source.describe(), bundle.name, ", ".join(bundle.labels), pipeline.hop_s,

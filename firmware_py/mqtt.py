@@ -64,6 +64,9 @@ _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 # CONNACK reason codes (MQTT 5 numbering; paho maps the 3.1.1 return codes onto them).
 _RC_BAD_LOGIN = 134  # 3.1.1 return code 4: bad user name or password
 _RC_NOT_AUTHORIZED = 135  # 3.1.1 return code 5: not authorised
+#: How often waits look at the stop event: a signal handler cannot notify a condition
+#: (taking a lock in a handler can deadlock against the interrupted code).
+_STOP_POLL_S = 0.1
 
 
 class BrokerAddress(NamedTuple):
@@ -350,6 +353,8 @@ class MqttPublisher:
         self._started = False
         self._start_waiting = False  # start() reports refusals itself; later ones are logged
         self._unanswered = False  # the broker closed the link before any CONNACK (start)
+        self._stop_event: threading.Event | None = None
+        self._connect_worker: threading.Thread | None = None
         self._closing = False
         self._sender_exit = False
         self._sender: threading.Thread | None = None
@@ -388,7 +393,8 @@ class MqttPublisher:
             out["connected"] = int(self._ready)
             return out
 
-    def start(self, timeout_s: float = 10.0, *, wait: bool = True) -> None:
+    def start(self, timeout_s: float = 10.0, *, wait: bool = True,
+              stop: threading.Event | None = None) -> None:
         """Connect, publish ``online`` and discovery, and start the background threads.
 
         ``wait=True`` (fail fast, for interactive use): raise a one-line BrokerError when
@@ -400,10 +406,14 @@ class MqttPublisher:
         retrying cannot fix them; with ``wait=False`` a broker that was unreachable at
         first and refuses or fails verification later is logged as an error (once per
         reason) and retried.
+        ``stop`` (the device loop's SIGTERM event): every wait here, and the waits of
+        :meth:`publish_state`, end within ~0.1 s of it being set; ``start`` then returns
+        quietly.
         """
         if self._started:
             raise RuntimeError("MqttPublisher.start() called twice")
         self._started = True
+        self._stop_event = stop
         client = self._make_client()
         self._client = client
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
@@ -415,7 +425,8 @@ class MqttPublisher:
         try:
             # Synchronous first attempt: paho's background retries swallow the reason,
             # and the user deserves "connection refused" or "certificate verify failed".
-            client.connect(host, port, keepalive=self.settings.keepalive_s)
+            if not self._connect_watching(client):
+                return  # stopped while connecting: stop() takes it from here
         except ssl.SSLError as exc:
             self._abort()
             raise BrokerError(self._tls_message(exc)) from None
@@ -439,17 +450,18 @@ class MqttPublisher:
         if not tcp_up:
             return
         with self._cond:
-            while not (self._ready or self._refusal is not None or self._unanswered):
+            while not (self._ready or self._refusal is not None or self._unanswered
+                       or self._stopping()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._cond.wait(remaining)
+                self._cond.wait(min(remaining, _STOP_POLL_S))  # a signal cannot notify us
             ready, refusal, unanswered = self._ready, self._refusal, self._unanswered
             self._start_waiting = False
         if refusal is not None:
             self._abort()
             raise BrokerError(self._refusal_message(refusal))
-        if ready:
+        if ready or self._stopping():
             return
         if unanswered:  # the broker hung up on our CONNECT: the usual sign of a TLS port
             message = (
@@ -489,12 +501,12 @@ class MqttPublisher:
             # silently dead link (no FIN, found only by keepalive) must not stall every hop.
             deadline = time.monotonic() + self.settings.max_block_s
             while (self._ready and not self._stalled and not self._closing
-                   and len(self._queue) >= self.settings.queue_size):
+                   and len(self._queue) >= self.settings.queue_size and not self._stopping()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._stalled = True
                     break
-                self._cond.wait(remaining)
+                self._cond.wait(min(remaining, _STOP_POLL_S))
             self._n["states"] += 1
             self._last_state = payload
             self._enqueue(_Outgoing(self.settings.state_topic, payload, True, "state"))
@@ -534,6 +546,12 @@ class MqttPublisher:
         deadline = time.monotonic() + timeout_s
         client = self._client
         if client is None:
+            self._stop_sender()
+            return
+        if self._connect_worker is not None and self._connect_worker.is_alive():
+            # stop() during the first connect: that attempt ends by itself within
+            # connect_timeout_s; its client is never touched again (paho is not thread-safe),
+            # and if it connects after all, its last will says "offline" when we exit.
             self._stop_sender()
             return
         with self._cond:
@@ -662,6 +680,35 @@ class MqttPublisher:
         client.on_socket_open = set_tcp_nodelay
         return client
 
+    def _connect_watching(self, client: mqtt.Client) -> bool:
+        """``client.connect()`` on a helper thread, watching the stop event: a SYN that is
+        never answered or a silent TLS handshake blocks for connect_timeout, and SIGTERM
+        must not wait for it. Raises what connect raised; False: stopped first."""
+        outcome: list[BaseException | None] = []
+
+        def attempt() -> None:
+            try:
+                client.connect(self._addr.host, self._addr.port,
+                               keepalive=self.settings.keepalive_s)
+            except BaseException as exc:  # noqa: BLE001 (re-raised on the caller's thread)
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        worker = threading.Thread(target=attempt, name="mqtt-connect", daemon=True)
+        self._connect_worker = worker
+        worker.start()
+        while worker.is_alive():
+            if self._stopping():
+                return False
+            worker.join(_STOP_POLL_S)
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+        return True
+
+    def _stopping(self) -> bool:
+        return self._stop_event is not None and self._stop_event.is_set()
+
     def _configure_tls(self, client: mqtt.Client) -> None:
         s = self.settings
         for what, path in (("ca_file", s.ca_file), ("cert_file", s.cert_file), ("key_file", s.key_file)):
@@ -691,6 +738,11 @@ class MqttPublisher:
                 self._cond.notify_all()
             if first and not self._start_waiting:
                 log.error("%s; retrying", self._refusal_message(reason_code))
+            return
+        if self._closing:
+            # stop() ran while this connect was under way: leave "offline", not "online".
+            client.publish(self.settings.availability_topic, b"offline", qos=1, retain=True)
+            client.disconnect()
             return
         with self._cond:
             self._refusal = None

@@ -1,22 +1,25 @@
-"""Hostile MQTT settings (issue 16, the MQTT class).
+"""Hostile MQTT settings and brokers (issue 16, item 7 and the MQTT class).
 
 * Settings a broker would reject (and drop the connection for) or silently never deliver
   are refused at start-up with one line; a TLS/plain mismatch names the mismatch.
+* SIGTERM during start-up, while a broker accepts TCP and never answers, is honoured at
+  once (it waited ~9 s).
 
-Real mosquitto and a real ``genre-edge listen`` process.
+Real mosquitto, a real ``genre-edge listen`` process and real signals.
 """
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from firmware_py.commands import DEMO_CLIP
 from firmware_py.errors import ConfigError
 from firmware_py.mqtt import MqttSettings
-from tests.hostile import cli, one_line_error
+from tests.hostile import cli, listen, one_line_error, terminate
 from tests.mqtt_helpers import HOST, Broker, TlsMaterial
 
 
@@ -69,3 +72,35 @@ def test_tls_to_a_plain_port_names_the_mismatch(broker_factory: Callable[..., Br
     out = cli("listen", "--input", str(DEMO_CLIP), "--fast", "--mqtt", f"mqtts://{HOST}:{broker.port}",
               "--ca-file", str(tls_material.ca_file))
     one_line_error(out, "a plain MQTT port needs mqtt://")
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[socket.socket]:
+    """A listening socket that accepts TCP (and TLS ClientHellos) and never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind((HOST, 0))
+    server.listen(16)
+    server.settimeout(60)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("scheme", ["mqtt", "mqtts"])
+def test_sigterm_during_start_up_on_a_silent_broker_is_prompt(
+    silent_broker: socket.socket, tls_material: TlsMaterial, scheme: str,
+) -> None:
+    """Item 7: the CONNACK wait (mqtt) and the TLS handshake (mqtts) watch SIGTERM."""
+    port = silent_broker.getsockname()[1]
+    extra = ["--ca-file", str(tls_material.ca_file)] if scheme == "mqtts" else []
+    proc = listen("--input", str(DEMO_CLIP), "--realtime", "--loop", "--mqtt",
+                  f"{scheme}://{HOST}:{port}", *extra)
+    try:
+        conn, _ = silent_broker.accept()  # the device connected: it now waits for an answer
+        time.sleep(0.3)
+        assert proc.poll() is None
+    finally:
+        code, took, err = terminate(proc)
+    conn.close()  # (an accept that timed out has failed the test above)
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err
+    assert took < 3.0, f"exited {took:.1f} s after SIGTERM"
