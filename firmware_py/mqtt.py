@@ -67,6 +67,8 @@ _RC_NOT_AUTHORIZED = 135  # 3.1.1 return code 5: not authorised
 #: How often waits look at the stop event: a signal handler cannot notify a condition
 #: (taking a lock in a handler can deadlock against the interrupted code).
 _STOP_POLL_S = 0.1
+#: The least time stop() gives a second connection to publish ``offline``.
+FAREWELL_MIN_S = 0.5
 
 
 class BrokerAddress(NamedTuple):
@@ -408,7 +410,7 @@ class MqttPublisher:
         reason) and retried.
         ``stop`` (the device loop's SIGTERM event): every wait here, and the waits of
         :meth:`publish_state`, end within ~0.1 s of it being set; ``start`` then returns
-        quietly.
+        quietly and :meth:`stop` says ``offline`` as best it can.
         """
         if self._started:
             raise RuntimeError("MqttPublisher.start() called twice")
@@ -537,6 +539,11 @@ class MqttPublisher:
 
         Bounded by ``timeout_s`` plus a little: pending states get up to half of it to
         drain, ``offline`` the rest. States still queued after that are lost (logged).
+        When the main connection is down (the broker restarted a moment ago and we have
+        not reconnected yet), ``offline`` goes out on a short-lived second connection,
+        bounded by the rest of ``timeout_s`` (at least :data:`FAREWELL_MIN_S`): a retained
+        ``online`` can survive a broker restart while our last will died with the old
+        broker process, and nothing else would ever correct it.
         """
         with self._cond:
             if self._closing:
@@ -550,9 +557,9 @@ class MqttPublisher:
             return
         if self._connect_worker is not None and self._connect_worker.is_alive():
             # stop() during the first connect: that attempt ends by itself within
-            # connect_timeout_s; its client is never touched again (paho is not thread-safe),
-            # and if it connects after all, its last will says "offline" when we exit.
+            # connect_timeout_s; its client is never touched again (paho is not thread-safe).
             self._stop_sender()
+            self._farewell(max(FAREWELL_MIN_S, deadline - time.monotonic()))
             return
         with self._cond:
             drain_until = time.monotonic() + timeout_s / 2
@@ -567,18 +574,24 @@ class MqttPublisher:
         self._stop_sender()
         if left:
             log.warning("MQTT: stopping with %d state/stats message(s) not delivered", left)
+        said = False
         if connected:
             info = client.publish(self.settings.availability_topic, b"offline", qos=1, retain=True)
             self._register(info.mid, "offline")
             try:
                 info.wait_for_publish(max(0.05, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
-                pass  # connection already gone: the broker publishes our last will instead
-            if not info.is_published():
-                log.warning("MQTT: 'offline' not acknowledged within %.1f s", timeout_s)
+                pass  # connection gone meanwhile: the second connection below says it
+            said = info.is_published()
         with self._cond:
             self._ready = False
-        client.disconnect()
+        client.disconnect()  # before the farewell: paho must not reconnect behind its back
+        if not said:
+            said = self._farewell(max(FAREWELL_MIN_S, deadline - time.monotonic()))
+            if not said:
+                log.warning("MQTT: could not publish 'offline' to %s within %.1f s (the "
+                            "broker publishes our last will if it still holds the session)",
+                            self._addr, max(FAREWELL_MIN_S, timeout_s))
         self._join_loop(client, max(0.2, deadline - time.monotonic()))
         log.info("MQTT: stopped (%s)", self._summary())
 
@@ -652,10 +665,11 @@ class MqttPublisher:
 
     # ------------------------------------------------------------------ client setup
 
-    def _make_client(self) -> mqtt.Client:
+    def _base_client(self, client_id: str) -> mqtt.Client:
+        """A paho client with our last will, login and TLS, and no callbacks of ours."""
         s = self.settings
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=mqtt.MQTTv311,
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
             clean_session=True,
         )
         client.on_log = self._on_log
@@ -668,6 +682,12 @@ class MqttPublisher:
             client.username_pw_set(s.username, s.password)
         if self._addr.tls:
             self._configure_tls(client)
+        client.on_socket_open = set_tcp_nodelay
+        return client
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = self._base_client(s.client_id)
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
         # Unlimited in paho: our sender already bounds what is in flight, and paho's own
         # limit would add a second queue with its own ordering rules.
@@ -677,7 +697,6 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
-        client.on_socket_open = set_tcp_nodelay
         return client
 
     def _connect_watching(self, client: mqtt.Client) -> bool:
@@ -708,6 +727,45 @@ class MqttPublisher:
 
     def _stopping(self) -> bool:
         return self._stop_event is not None and self._stop_event.is_set()
+
+    def _farewell(self, timeout_s: float) -> bool:
+        """Publish the retained ``offline`` on a fresh connection, within ``timeout_s``.
+
+        Its own client id, so it cannot take over (and be taken over by) the main session;
+        the same last will, so even a farewell cut short leaves ``offline`` behind.
+        """
+        deadline = time.monotonic() + timeout_s
+        answer: list[mqtt.ReasonCode] = []
+        try:
+            client = self._base_client(f"{self.settings.client_id}-bye")
+        except ConfigError:  # the TLS files went away since start(): nothing to say it with
+            return False
+        client.connect_timeout = max(0.1, timeout_s)
+        client.on_connect = lambda _c, _u, _f, rc, _p: answer.append(rc)
+        try:
+            client.connect(self._addr.host, self._addr.port, keepalive=self.settings.keepalive_s)
+
+            def step() -> bool:  # one bounded turn of paho's loop; False: the link is gone
+                wait_s = min(0.05, max(0.0, deadline - time.monotonic()))
+                return client.loop(timeout=wait_s) == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+            while not answer and time.monotonic() < deadline and step():
+                pass
+            if not answer or answer[0].is_failure:
+                return False
+            info = client.publish(self.settings.availability_topic, b"offline", qos=1,
+                                  retain=True)
+            while not info.is_published() and time.monotonic() < deadline and step():
+                pass
+            client.disconnect()
+            return info.is_published()
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.debug("MQTT: farewell connection failed: %s", _describe_os_error(exc))
+            return False
+        finally:
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
 
     def _configure_tls(self, client: mqtt.Client) -> None:
         s = self.settings

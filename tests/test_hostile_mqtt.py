@@ -1,9 +1,11 @@
-"""Hostile MQTT settings and brokers (issue 16, item 7 and the MQTT class).
+"""Hostile MQTT settings and brokers (issue 16, items 7 and 8 and the MQTT class).
 
 * Settings a broker would reject (and drop the connection for) or silently never deliver
   are refused at start-up with one line; a TLS/plain mismatch names the mismatch.
 * SIGTERM during start-up, while a broker accepts TCP and never answers, is honoured at
   once (it waited ~9 s).
+* A broker SIGKILLed and restarted just before the device is SIGTERMed keeps no stale
+  retained ``online``: shutdown publishes ``offline`` on a short second connection.
 
 Real mosquitto, a real ``genre-edge listen`` process and real signals.
 """
@@ -20,7 +22,10 @@ from firmware_py.commands import DEMO_CLIP
 from firmware_py.errors import ConfigError
 from firmware_py.mqtt import MqttSettings
 from tests.hostile import cli, listen, one_line_error, terminate
-from tests.mqtt_helpers import HOST, Broker, TlsMaterial
+from tests.mqtt_helpers import HOST, Broker, Subscriber, TlsMaterial
+
+PREFIX = "genre-edge/hostile"
+AVAIL = f"{PREFIX}/availability"
 
 
 @pytest.mark.parametrize("option, value, needle", [
@@ -104,3 +109,31 @@ def test_sigterm_during_start_up_on_a_silent_broker_is_prompt(
     assert code == 0, err[-2000:]
     assert "Traceback" not in err
     assert took < 3.0, f"exited {took:.1f} s after SIGTERM"
+
+
+@pytest.mark.timeout(180)
+def test_broker_restart_just_before_sigterm_leaves_offline_retained(
+    broker_factory: Callable[..., Broker],
+) -> None:
+    """Item 8: broker SIGKILLed, back 1.6 s later, device SIGTERMed before its next
+    reconnect: 'online' stayed retained for ever (the last will died with the old broker)."""
+    broker = broker_factory(persistent=True)  # the retained 'online' survives the restart
+    sub = Subscriber(broker.port, (AVAIL,)).wait_subscribed()
+    proc = listen("--input", str(DEMO_CLIP), "--realtime", "--loop", "--mqtt", broker.url,
+                  "--device-id", "hostile")
+    try:
+        sub.wait_for(AVAIL, lambda m: m.text == "online", timeout=60)
+        time.sleep(1.0)  # let the broker save it
+        sub.close()
+        broker.kill()
+        time.sleep(1.6)  # the device retried at 1 s (refused); its next try is at ~3 s
+        broker.start()
+    finally:
+        code, took, err = terminate(proc)
+    assert code == 0, err[-2000:]
+    assert took < 3.0
+    late = Subscriber(broker.port, (AVAIL,)).wait_subscribed()
+    try:
+        assert late.wait_for(AVAIL, timeout=5).text == "offline"
+    finally:
+        late.close()
