@@ -456,7 +456,7 @@ class DisplayServer:
             _hang_up(victim.sock)  # also ends a write it is blocked in
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SSE_SEND_BUFFER)
-            sock.settimeout(self.send_timeout_s)  # bounds each whole sendall (Python >= 3.5)
+            sock.settimeout(self.send_timeout_s)  # how long one send() may wait for room
             handler.send_response(HTTPStatus.OK)
             handler.send_header("Content-Type", "text/event-stream")
             handler.send_header("Cache-Control", "no-store")
@@ -474,10 +474,17 @@ class DisplayServer:
             handler.close_connection = True
 
     def _write(self, me: _Stream, handler: _Handler, data: bytes) -> None:
-        me.writing_since = time.monotonic()  # what "stalest" is measured by
+        """Send ``data``; raises once the client accepts nothing for ``send_timeout_s``.
+
+        send() in a loop rather than sendall(): sendall's timeout bounds the whole write,
+        which would drop a client that reads a large state steadily but slowly.
+        """
+        sock = handler.connection
+        view = memoryview(data)
         try:
-            handler.wfile.write(data)
-            handler.wfile.flush()
+            while view:
+                me.writing_since = time.monotonic()  # "stalest": the longest without progress
+                view = view[sock.send(view):]  # waits up to send_timeout_s for room
         finally:
             me.writing_since = None
 
