@@ -165,8 +165,8 @@ class SoundsLike:
         from .similarity import Index, open_embedding_model
 
         self.index = Index.load(config.index)
-        self.index.check_model(bundle, config.index)
         self.model = open_embedding_model(bundle, threads=threads)
+        self.index.check_model(bundle, config.index, dim=int(self.model.output_shape[-1]))
         # in hops of the running pipeline (inference.hop_s may differ from the bundle's)
         self.every_hops = max(1, round(config.every_s / hop_s))
         self.recent: Any = deque(maxlen=max(1, round(config.window_s / hop_s)))
@@ -185,6 +185,19 @@ class SoundsLike:
                 self.current = {"path": Path(best[0].path).name,
                                 "similarity": round(float(best[0].similarity), 4)}
         return self.current
+
+
+def open_sounds_like(config: Any, bundle: Bundle, hop_s: float) -> SoundsLike | None:
+    """"Sounds like" for ``config.similarity`` (None when off, or when the index or the
+    bundle's embedding model does not check out: one error line, and listening goes on,
+    because a service that refused to start over an optional feature would loop)."""
+    if not config.similarity.index:
+        return None
+    try:
+        return SoundsLike(config.similarity, bundle, config.inference.threads, hop_s)
+    except GenreEdgeError as exc:
+        log.error("sounds like is off: %s", exc)
+        return None
 
 
 def run_listen(
@@ -222,8 +235,7 @@ def run_listen(
         sinks.append(on_payload)
     publisher = make_publisher(config, bundle)  # validates MQTT settings before any I/O
     display = make_display(config, bundle)
-    sounds_like = (SoundsLike(config.similarity, bundle, config.inference.threads, pipeline.hop_s)
-                   if config.similarity.index else None)
+    sounds_like = open_sounds_like(config, bundle, pipeline.hop_s)
     source = open_source(config.source, bundle.frontend.sample_rate, sd_module=sd_module)
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -252,7 +264,7 @@ def run_listen(
         if publisher is not None:
             # A file run fails fast on a wrong broker; a microphone (the service) may
             # start before its broker and connects in the background meanwhile.
-            publisher.start(wait=bool(config.source.input))
+            publisher.start(wait=bool(config.source.input), stop=stop)
             sinks.append(publisher.publish_state)
         log.info("listening to %s: bundle %s (%s), hop %.2f s, window %.2f s",
                  source.describe(), bundle.name, ", ".join(bundle.labels), pipeline.hop_s,
@@ -298,14 +310,22 @@ def run_listen(
 
 def _apply_reload(config: Any, reload: Callable[[], Any], pipeline: Pipeline, bundle: Bundle,
                   console_sink: ConsoleSink) -> None:
-    """SIGHUP: re-read the configuration; apply smoothing and console options live."""
+    """SIGHUP: re-read the configuration; apply smoothing and console options live.
+
+    A reload that fails for any reason (a bad value, an unreadable file, or a bug) keeps
+    every running setting and logs one line: a service must not die of a config edit.
+    """
     try:
         new = reload()
         params = new.smoothing_params(bundle.smoothing)
+        pipeline.set_smoothing(params)  # changes nothing when it raises
     except GenreEdgeError as exc:
         log.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
         return
-    pipeline.set_smoothing(params)
+    except Exception as exc:  # noqa: BLE001 (any failure: keep running on the old settings)
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        log.error("SIGHUP: configuration not reloaded, keeping the running one: %s", reason)
+        return
     console_sink.as_json = new.output.json
     console_sink.changes_only = new.output.changes_only
     restart = [name for name in ("bundle", "log_level", "source", "inference", "mqtt", "similarity")

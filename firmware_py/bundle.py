@@ -191,6 +191,17 @@ def read_manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return root, data
 
 
+def _smoothing_defaults(root: Path, values: Any) -> dict[str, Any]:
+    """The manifest's smoothing defaults, checked per key against the same bounds as the
+    config's [smoothing] (a bundle must not smuggle in 1e20 windows)."""
+    from .smoothing import SmoothingParams
+
+    problems = (SmoothingParams.field_problems(values) if isinstance(values, dict)
+                else ["it is not an object"])
+    _require(not problems, f"bundle {root}: bad smoothing defaults ({'; '.join(problems)}): {FIX}")
+    return dict(values)
+
+
 def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
     """Read and validate a bundle; with ``check_model`` also load the model to check shapes."""
     root, data = read_manifest(path)
@@ -270,7 +281,7 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
         labels=list(labels),
         frontend=frontend,
         hop_s=float(hop_s),
-        smoothing=dict(data.get("smoothing") or {}),
+        smoothing=_smoothing_defaults(root, data.get("smoothing") or {}),
         provenance=dict(data.get("provenance") or {}),
         metrics=dict(data.get("metrics") or {}),
         name=str(data.get("name") or root.name),

@@ -96,9 +96,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    env = os.environ.get("GENRE_EDGE_LOG_LEVEL")
+    env = os.environ.get("GENRE_EDGE_LOG_LEVEL", "").strip()
     if env:
-        level = getattr(logging, env.upper(), level)
+        from .config import LOG_LEVELS  # only when set: config imports numpy
+
+        # Only the five level names: getattr(logging, 'BASIC_FORMAT') was a traceback.
+        if env.lower() not in LOG_LEVELS:
+            raise GenreEdgeError(
+                f"environment variable GENRE_EDGE_LOG_LEVEL must be one of "
+                f"{', '.join(LOG_LEVELS)}, got {env[:40]!r}: fix or unset it"
+            )
+        level = getattr(logging, env.upper())
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

@@ -19,8 +19,12 @@ Layers, later ones win::
 * **Flags**: a dict, nested (``{"mqtt": {"url": ...}}``) or dotted
   (``{"mqtt.url": ...}``); ``None`` values mean "flag not given" and are skipped.
 
-Every problem is a one-line :class:`~firmware_py.errors.ConfigError` naming the key,
-what was expected and what was found. The MQTT password never appears in ``repr`` or
+Every source is bounded: the file at :data:`MAX_CONFIG_BYTES`, each text value (file,
+environment or flag) at :data:`MAX_TEXT` characters of valid UTF-8, and every numeric key
+by the range declared on its field (:func:`~firmware_py.bounds.knob`; the smoothing
+keys' on :class:`~firmware_py.smoothing.SmoothingParams`). Every problem is a one-line
+:class:`~firmware_py.errors.ConfigError` naming the key, what was expected and what was
+found (long values cut short). The MQTT password never appears in ``repr`` or
 in :meth:`Config.redacted`; a world-readable file that holds it draws a warning.
 """
 
@@ -44,7 +48,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .errors import ConfigError, GenreEdgeError
+from .bounds import knob, range_problem
+from .bundle import MAX_HOP_S
+from .errors import ConfigError, GenreEdgeError, brief
 from .smoothing import SmoothingParams
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,10 @@ DEFAULT_CONFIG_PATH = "/etc/genre-edge/config.toml"
 ENV_PREFIX = "GENRE_EDGE_"
 REDACTED = "***"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: Size bounds of every configuration source: the file, and each text value (file,
+#: environment or flag; PATH_MAX is 4096).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_TEXT = 4096
 EDGETPU_KINDS = ("usb", "pci")
 
 
@@ -88,11 +98,12 @@ class SourceConfig:
     input: str | None = None
     realtime: bool = True
     loop: bool = False
-    block_s: float = 0.1
-    device_rate: int | None = None
-    retry_s: float = 2.0
-    stall_timeout_s: float = 2.0
-    max_queue_s: float = 2.0
+    # Ranges (see firmware_py.bounds): a minute of queued audio is ~11 MB at 48 kHz stereo.
+    block_s: float = knob(0.1, 0.001, 10.0, " seconds")
+    device_rate: int | None = knob(None, 1000, 768000, " Hz")
+    retry_s: float = knob(2.0, 0.01, 3600.0, " seconds")
+    stall_timeout_s: float = knob(2.0, 0.01, 3600.0, " seconds")
+    max_queue_s: float = knob(2.0, 0.01, 60.0, " seconds")
 
 
 @dataclass
@@ -109,9 +120,9 @@ class InferenceConfig:
         Seconds between inferences; None takes the bundle's value.
     """
 
-    threads: int = 1
+    threads: int = knob(1, 1, 64)
     edgetpu: str | None = None
-    hop_s: float | None = None
+    hop_s: float | None = knob(None, 0.01, MAX_HOP_S, " seconds")
 
 
 @dataclass
@@ -158,10 +169,11 @@ class MqttConfig:
     topic_prefix: str | None = None
     discovery_prefix: str = "homeassistant"
     qos: int = 1
-    keepalive_s: int = 30
-    expire_after_s: int = 120
-    queue_size: int = 1000
-    stats_interval_s: float = 60.0
+    # MQTT carries the keep-alive in 16 bits; a queued state is ~0.5 KB (100,000: ~50 MB).
+    keepalive_s: int = knob(30, 5, 65535, " seconds")
+    expire_after_s: int = knob(120, 0, 604800, " seconds (0: never)")
+    queue_size: int = knob(1000, 1, 100_000)
+    stats_interval_s: float = knob(60.0, 1.0, 86400.0, " seconds")
 
 
 @dataclass
@@ -199,8 +211,8 @@ class SimilarityConfig:
     """
 
     index: str | None = None
-    every_s: float = 10.0
-    window_s: float = 30.0
+    every_s: float = knob(10.0, 1.0, 3600.0, " seconds")
+    window_s: float = knob(30.0, 3.0, 600.0, " seconds")
 
 
 @dataclass
@@ -293,11 +305,11 @@ def _got(value: Any, key: str = "") -> str:
     kind = kinds.get(type(value), type(value).__name__)
     if _secret(key):
         return f"{kind} (value hidden)"
-    return f"{kind} {value!r}"
+    return f"{kind} {brief(value)}"
 
 
 def _shown(value: Any, key: str) -> str:
-    return "(value hidden)" if _secret(key) else repr(value)
+    return "(value hidden)" if _secret(key) else brief(value)
 
 
 def _optional(tp: Any) -> bool:
@@ -332,6 +344,7 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
 
 def _parse_text(text: str, tp: Any, key: str, where: str) -> Any:
     """A string (environment variable) parsed to ``tp``."""
+    _check_text(key, text, where)  # bounded before it is parsed
     text = text.strip()
     if text == "" and _optional(tp):
         return None
@@ -360,33 +373,48 @@ def _parse_text(text: str, tp: Any, key: str, where: str) -> Any:
 
 
 # -- value checks -------------------------------------------------------------------------
+# Numeric ranges are declared on the fields (knob); these are the other value rules.
 _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "log_level": (lambda v: v.lower() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
-    "source.block_s": (lambda v: 0.001 <= v <= 10.0, "between 0.001 and 10 seconds"),
-    "similarity.every_s": (lambda v: 1.0 <= v <= 3600.0, "between 1 and 3600 seconds"),
-    "similarity.window_s": (lambda v: 3.0 <= v <= 600.0, "between 3 and 600 seconds"),
-    "source.device_rate": (lambda v: 1000 <= v <= 768000, "a sample rate in Hz (e.g. 48000)"),
-    "source.retry_s": (lambda v: v > 0, "> 0 seconds"),
-    "source.stall_timeout_s": (lambda v: v > 0, "> 0 seconds"),
-    "source.max_queue_s": (lambda v: v > 0, "> 0 seconds"),
-    "inference.threads": (lambda v: 1 <= v <= 64, "between 1 and 64"),
     "inference.edgetpu": (lambda v: v in EDGETPU_KINDS, "'usb' or 'pci'"),
-    "inference.hop_s": (lambda v: 0 < v <= 60, "between 0 and 60 seconds"),
     "mqtt.qos": (lambda v: v in (0, 1, 2), "0, 1 or 2"),
-    "mqtt.keepalive_s": (lambda v: v >= 5, ">= 5 seconds"),
-    "mqtt.expire_after_s": (lambda v: v >= 0, ">= 0 seconds (0: never)"),
-    "mqtt.queue_size": (lambda v: v >= 1, ">= 1"),
-    "mqtt.stats_interval_s": (lambda v: v > 0, "> 0 seconds"),
 }
+
+
+def _field_spec(key: str) -> dataclasses.Field[Any] | None:
+    section, _, name = key.rpartition(".")
+    cls = _SECTIONS.get(section)
+    return next((f for f in dataclasses.fields(cls) if f.name == name), None) if cls else None
+
+
+def _check_text(key: str, value: str, where: str) -> None:
+    """Every text setting: at most MAX_TEXT characters of encodable Unicode (an environment
+    value that is not UTF-8 arrives with lone surrogates and fails far from here)."""
+    if len(value) > MAX_TEXT:
+        raise ConfigError(f"config key '{key}'{where} is {len(value)} characters long, more than "
+                          f"{MAX_TEXT}: fix the value")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"config key '{key}'{where} is not valid UTF-8 text: fix the value "
+                          "(check the locale or encoding it was written with)") from None
+    if "\0" in value:
+        raise ConfigError(f"config key '{key}'{where} contains a NUL character: fix the value")
 
 
 def _check_value(key: str, value: Any, where: str) -> Any:
     if value is None:
         return None
+    if isinstance(value, str):
+        _check_text(key, value, where)
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(
             f"config key '{key}'{where} must be finite, got {_shown(value, key)}: fix the value"
         )
+    spec = _field_spec(key)
+    out_of_range = range_problem(spec, value) if spec is not None else None
+    if out_of_range:
+        raise ConfigError(f"config key '{key}'{where} {out_of_range}: fix the value")
     if key == "source.device" and isinstance(value, str):
         from .sources import device_spec  # the microphone source's own reading of --device
 
@@ -489,25 +517,35 @@ def _section_keys(section: str) -> list[str]:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError(
-            f"config file not found: {path}: check --config "
-            "(deploy/config.example.toml shows every option)"
-        )
-    if path.is_dir():
-        raise ConfigError(f"config path {path} is a directory: give the TOML file")
+    shown = str(path) if len(str(path)) <= 200 else str(path)[:197] + "..."
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
+        if not path.exists():
+            raise ConfigError(
+                f"config file not found: {shown}: check --config "
+                "(deploy/config.example.toml shows every option)"
+            )
+        if path.is_dir():
+            raise ConfigError(f"config path {shown} is a directory: give the TOML file")
+        # Read at most one byte past the limit: a FIFO or /dev/zero must not fill memory.
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:  # no permission, a name too long, ...
         raise ConfigError(
-            f"cannot read config file {path} ({exc.strerror or exc}): check its permissions"
+            f"cannot read config file {shown} ({exc.strerror or exc}): check the path and its "
+            "permissions"
         ) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {shown} is larger than {MAX_CONFIG_BYTES // 1024} KiB: "
+                          "give the genre-edge TOML file (deploy/config.example.toml is 8 KiB)")
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text: save it as UTF-8") from None
+        raise ConfigError(f"config file {shown} is not UTF-8 text: save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"bad TOML in {path}: {exc}: fix the syntax") from None
+        raise ConfigError(f"bad TOML in {shown}: {exc}: fix the syntax") from None
+    except (ValueError, RecursionError) as exc:  # an integer of 5000 digits, [[[[...]]]]
+        what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(":")[0]
+        raise ConfigError(f"bad TOML in {shown}: {what}: fix the value") from None
 
 
 def _warn_if_world_readable(path: Path, data: Mapping[str, Any]) -> None:

@@ -16,8 +16,21 @@ Threads. :meth:`DisplayServer.update` runs on the device loop: it encodes the sn
 once, swaps it in under a lock and notifies a condition variable; it never touches a
 socket, so no client can slow the device loop down. Each SSE client has its own handler
 thread that waits on the condition and sends only the *newest* snapshot, so a slow client
-skips states instead of queueing them (no memory grows per client) and a client that stops
-reading is dropped after ``send_timeout_s``. The number of SSE clients is bounded.
+skips states instead of queueing them (no memory grows per client).
+
+Clients that stop reading. What holds: (1) each stream's send buffer is fixed at
+:data:`SSE_SEND_BUFFER` (kernel autotuning would grow it to megabytes, hours of states), so
+once the client's own receive window is full too (~150 KB with default buffers) its next
+write blocks, and a write that makes no progress for ``send_timeout_s`` drops the client;
+(2) until then a client that reads nothing cannot be told from a slow one, so the number
+of streams is bounded by ``max_clients`` and, when all are taken, a new stream takes the
+slot of the *stalest* one: blocked in a write the longest, else open the longest (a
+browser evicted that way reconnects by itself 2 s later). So idle connections can never
+lock the kiosk out, and each costs at most one thread and its send buffer.
+
+Text never changes the page's structure: labels, names and track names reach the page
+only as JSON, inline with ``<``, ``>`` and ``&`` escaped (as ``\\u003c`` and so on), or over
+``/events``, and the page puts them in ``textContent``.
 
 Standard library only: this runs on the Raspberry Pi.
 """
@@ -37,6 +50,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -50,6 +64,24 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _SNAPSHOT_MARK = "/*__SNAPSHOT__*/null"
 _PEER_CHECK_S = 1.0  # how often an idle SSE handler looks for a closed client
+#: Send buffer of an SSE stream (the kernel doubles it): a few dozen states, so that a
+#: client that stops reading blocks a write within minutes, not hours.
+SSE_SEND_BUFFER = 16 * 1024
+
+
+@dataclass(eq=False)
+class _Stream:
+    """One open ``/events`` stream, for choosing the stalest when all slots are taken."""
+
+    sock: socket.socket
+    opened: float  # time.monotonic() when it was accepted
+    writing_since: float | None = None  # a write under way since (None: not writing)
+    evicted: bool = False
+
+    def staleness(self, now: float) -> tuple[float, float]:
+        """Sorts stalest last: blocked in a write the longest, then open the longest."""
+        blocked = now - self.writing_since if self.writing_since is not None else -1.0
+        return (blocked, now - self.opened)
 
 
 def parse_http_address(text: str) -> tuple[str, int]:
@@ -133,8 +165,12 @@ class _Page:
         )
 
     def render(self, snapshot_json: str) -> bytes:
-        # "</" inside the JSON would end the <script> element early.
-        safe = snapshot_json.replace("</", "<\\/")
+        # No markup character may reach the inline <script>: "</" would end it early, and
+        # "<!--<script>" (a track name) switches the HTML parser into a state in which
+        # "</script>" no longer ends it, swallowing the page's code. JSON reads \u003c
+        # back as "<".
+        safe = (snapshot_json.replace("<", "\\u003c").replace(">", "\\u003e")
+                .replace("&", "\\u0026"))
         return (self.head + safe + self.tail).encode("utf-8")
 
 
@@ -219,12 +255,14 @@ class DisplayServer:
     model_name : str
         Shown in the page header.
     max_clients : int
-        Concurrent ``/events`` streams; more get HTTP 503 and retry later.
+        Concurrent ``/events`` streams; a new one beyond this closes the stalest (see
+        the module docstring). While stopping, new ones get HTTP 503.
     heartbeat_s : float
         Seconds between ``: ping`` comments on an idle stream (keeps proxies and NAT
         from closing it and detects clients that vanished).
     send_timeout_s : float
-        A client whose socket accepts nothing for this long is dropped.
+        A client whose socket accepts nothing for this long is dropped (it blocks a write
+        once its receive window and our :data:`SSE_SEND_BUFFER` are full).
 
     Usage::
 
@@ -265,7 +303,7 @@ class DisplayServer:
         self._state: dict[str, Any] | None = None
         self._updated_at: float | None = None  # monotonic time of the last update()
         self._closing = False
-        self._clients: set[socket.socket] = set()
+        self._clients: set[_Stream] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._encode_locked()
@@ -327,13 +365,8 @@ class DisplayServer:
             self._closing = True
             clients = list(self._clients)
             self._cond.notify_all()
-        # Handlers may be blocked in a write to a client that stopped reading: shutting
-        # the socket down wakes them now instead of after send_timeout_s.
-        for sock in clients:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        for stream in clients:
+            _hang_up(stream.sock)
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -401,16 +434,29 @@ class DisplayServer:
 
     def _serve_events(self, handler: _Handler) -> None:
         sock = handler.connection
+        me = _Stream(sock, time.monotonic())
+        victim = None
         with self._cond:
-            full = len(self._clients) >= self.max_clients or self._closing
-            if not full:
-                self._clients.add(sock)
-        if full:
+            closing = self._closing
+            if not closing:
+                if len(self._clients) >= self.max_clients:
+                    now = time.monotonic()
+                    victim = max(self._clients, key=lambda c: c.staleness(now))
+                    victim.evicted = True
+                    self._clients.discard(victim)
+                    self._cond.notify_all()  # wakes it if it waits for a state
+                self._clients.add(me)
+        if closing:
             handler._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8",
-                          b"too many display clients\n", extra={"Retry-After": "5"})
+                          b"the display is stopping\n", extra={"Retry-After": "5"})
             return
+        if victim is not None:
+            log.info("display: %d streams open; closing the stalest for a new one",
+                     self.max_clients)
+            _hang_up(victim.sock)  # also ends a write it is blocked in
         try:
-            sock.settimeout(self.send_timeout_s)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SSE_SEND_BUFFER)
+            sock.settimeout(self.send_timeout_s)  # how long one send() may wait for room
             handler.send_response(HTTPStatus.OK)
             handler.send_header("Content-Type", "text/event-stream")
             handler.send_header("Cache-Control", "no-store")
@@ -418,16 +464,31 @@ class DisplayServer:
             handler.send_header("X-Accel-Buffering", "no")  # reverse proxies: do not buffer
             handler.end_headers()
             # retry: the browser reconnects 2 s after losing the stream.
-            handler.wfile.write(b"retry: 2000\n\n")
-            self._stream(handler)
-        except OSError as exc:  # client gone, or stopped reading for send_timeout_s
+            self._write(me, handler, b"retry: 2000\n\n")
+            self._stream(me, handler)
+        except OSError as exc:  # client gone, stopped reading for send_timeout_s, or evicted
             log.debug("display: SSE client %s dropped (%s)", handler.address_string(), exc)
         finally:
             with self._cond:
-                self._clients.discard(sock)
+                self._clients.discard(me)
             handler.close_connection = True
 
-    def _stream(self, handler: _Handler) -> None:
+    def _write(self, me: _Stream, handler: _Handler, data: bytes) -> None:
+        """Send ``data``; raises once the client accepts nothing for ``send_timeout_s``.
+
+        send() in a loop rather than sendall(): sendall's timeout bounds the whole write,
+        which would drop a client that reads a large state steadily but slowly.
+        """
+        sock = handler.connection
+        view = memoryview(data)
+        try:
+            while view:
+                me.writing_since = time.monotonic()  # "stalest": the longest without progress
+                view = view[sock.send(view):]  # waits up to send_timeout_s for room
+        finally:
+            me.writing_since = None
+
+    def _stream(self, me: _Stream, handler: _Handler) -> None:
         sent = -1
         next_ping = time.monotonic() + self.heartbeat_s
         while True:
@@ -435,10 +496,10 @@ class DisplayServer:
                 # Wake at least once a second to notice a browser that closed the stream
                 # (reload, tab closed), so its slot is free long before the next heartbeat.
                 self._cond.wait_for(
-                    lambda last=sent: self._seq != last or self._closing,
+                    lambda last=sent: self._seq != last or self._closing or me.evicted,
                     timeout=min(_PEER_CHECK_S, max(0.0, next_ping - time.monotonic())),
                 )
-                if self._closing:
+                if self._closing or me.evicted:
                     return
                 frame = None
                 if self._seq != sent:
@@ -450,9 +511,16 @@ class DisplayServer:
                     continue
                 frame = b": ping\n\n"
             # Outside the lock: a slow socket delays only this client.
-            handler.wfile.write(frame)
-            handler.wfile.flush()
+            self._write(me, handler, frame)
             next_ping = time.monotonic() + self.heartbeat_s
+
+
+def _hang_up(sock: socket.socket) -> None:
+    """Shut a stream's socket down: wakes its handler now, even inside a blocked write."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _peer_closed(sock: socket.socket) -> bool:

@@ -7,6 +7,8 @@ problem and the fix.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GenreEdgeError(Exception):
     """A user-facing error: one line, says what is wrong and how to fix it."""
@@ -36,3 +38,13 @@ class DeviceError(GenreEdgeError):
 
 class BrokerError(GenreEdgeError):
     """An MQTT broker that cannot be reached or refuses us."""
+
+
+def brief(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages: a 4000-digit integer or a
+    megabyte of text from a hostile config must not become a megabyte error line (and
+    ``repr`` of an integer over 4300 digits raises)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

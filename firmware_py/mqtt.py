@@ -51,6 +51,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from . import __version__
 from .errors import BrokerError, ConfigError
+from .mqtt_rules import check_text, check_topic_part
 
 log = logging.getLogger(__name__)
 _paho_log = logging.getLogger(__name__ + ".paho")
@@ -63,6 +64,11 @@ _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 # CONNACK reason codes (MQTT 5 numbering; paho maps the 3.1.1 return codes onto them).
 _RC_BAD_LOGIN = 134  # 3.1.1 return code 4: bad user name or password
 _RC_NOT_AUTHORIZED = 135  # 3.1.1 return code 5: not authorised
+#: How often waits look at the stop event: a signal handler cannot notify a condition
+#: (taking a lock in a handler can deadlock against the interrupted code).
+_STOP_POLL_S = 0.1
+#: The least time stop() gives a second connection to publish ``offline``.
+FAREWELL_MIN_S = 0.5
 
 
 class BrokerAddress(NamedTuple):
@@ -152,11 +158,6 @@ def default_device_id() -> str:
     return name or "genre-edge"
 
 
-def _check_topic_part(what: str, value: str, fix: str) -> None:
-    if not value or any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
-        raise ConfigError(f"bad {what} {value!r}: no '+', '#', leading or trailing '/' allowed; {fix}")
-
-
 @dataclass
 class MqttSettings:
     """Everything the publisher needs; derived fields are filled in by ``__post_init__``.
@@ -202,12 +203,19 @@ class MqttSettings:
                 "(set --device-id)"
             )
         self.topic_prefix = (self.topic_prefix or f"genre-edge/{self.device_id}").strip()
-        _check_topic_part("MQTT topic prefix", self.topic_prefix, "e.g. genre-edge/livingroom")
-        _check_topic_part("Home Assistant discovery prefix", self.discovery_prefix,
-                          "the default is homeassistant")
+        # What the broker would refuse (and drop us for) or silently never deliver, here
+        # as one line instead of a reconnect loop: see firmware_py.mqtt_rules.
+        check_topic_part("MQTT topic prefix", self.topic_prefix, "e.g. genre-edge/livingroom")
+        check_topic_part("Home Assistant discovery prefix", self.discovery_prefix,
+                         "the default is homeassistant")
+        longest = max((self.availability_topic, self.discovery_topic("confidence")), key=len)
+        check_topic_part("MQTT topic", longest, "shorten mqtt topic_prefix, discovery_prefix "
+                         "or device_id")
         self.client_id = self.client_id or f"genre-edge-{self.device_id}"
         self.password = self.password or None
         self.username = self.username or None
+        check_text("MQTT username", self.username, "fix mqtt username")
+        check_text("MQTT password", self.password, "fix mqtt password", secret=True)
         if self.qos not in (0, 1, 2):
             raise ConfigError(f"bad MQTT qos {self.qos!r}: use 0, 1 or 2 (1 is recommended)")
         if self.max_inflight < 1 or self.max_block_s < 0:
@@ -248,6 +256,10 @@ class MqttSettings:
     @property
     def ha_status_topic(self) -> str:
         return f"{self.discovery_prefix}/status"
+
+    def discovery_topic(self, sensor: str) -> str:
+        """Home Assistant's discovery topic for one of our sensors."""
+        return f"{self.discovery_prefix}/sensor/{self.device_id}/{sensor}/config"
 
 
 @dataclass
@@ -342,6 +354,9 @@ class MqttPublisher:
         self._refusal: mqtt.ReasonCode | None = None
         self._started = False
         self._start_waiting = False  # start() reports refusals itself; later ones are logged
+        self._unanswered = False  # the broker closed the link before any CONNACK (start)
+        self._stop_event: threading.Event | None = None
+        self._connect_worker: threading.Thread | None = None
         self._closing = False
         self._sender_exit = False
         self._sender: threading.Thread | None = None
@@ -380,7 +395,8 @@ class MqttPublisher:
             out["connected"] = int(self._ready)
             return out
 
-    def start(self, timeout_s: float = 10.0, *, wait: bool = True) -> None:
+    def start(self, timeout_s: float = 10.0, *, wait: bool = True,
+              stop: threading.Event | None = None) -> None:
         """Connect, publish ``online`` and discovery, and start the background threads.
 
         ``wait=True`` (fail fast, for interactive use): raise a one-line BrokerError when
@@ -392,10 +408,14 @@ class MqttPublisher:
         retrying cannot fix them; with ``wait=False`` a broker that was unreachable at
         first and refuses or fails verification later is logged as an error (once per
         reason) and retried.
+        ``stop`` (the device loop's SIGTERM event): every wait here, and the waits of
+        :meth:`publish_state`, end within ~0.1 s of it being set; ``start`` then returns
+        quietly and :meth:`stop` says ``offline`` as best it can.
         """
         if self._started:
             raise RuntimeError("MqttPublisher.start() called twice")
         self._started = True
+        self._stop_event = stop
         client = self._make_client()
         self._client = client
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
@@ -407,22 +427,21 @@ class MqttPublisher:
         try:
             # Synchronous first attempt: paho's background retries swallow the reason,
             # and the user deserves "connection refused" or "certificate verify failed".
-            client.connect(host, port, keepalive=self.settings.keepalive_s)
+            if not self._connect_watching(client):
+                return  # stopped while connecting: stop() takes it from here
         except ssl.SSLError as exc:
             self._abort()
             raise BrokerError(self._tls_message(exc)) from None
         except (OSError, ValueError) as exc:
-            reason = _describe_os_error(exc)
+            problem = (self._tls_message(exc) if self._tls_mismatch(exc) else
+                       f"cannot reach MQTT broker at {self._addr} ({_describe_os_error(exc)})")
             if wait:
                 self._abort()
-                raise BrokerError(
-                    f"cannot reach MQTT broker at {self._addr} ({reason}): is it running? "
-                    "check --mqtt"
-                ) from None
-            log.warning("cannot reach MQTT broker at %s (%s); retrying in the background "
-                        "every %g-%g s, states are queued (up to %d)", self._addr, reason,
-                        self.settings.reconnect_min_s, self.settings.reconnect_max_s,
-                        self.settings.queue_size)
+                fix = "" if self._tls_mismatch(exc) else ": is it running? check --mqtt"
+                raise BrokerError(problem + fix) from None
+            log.warning("%s; retrying in the background every %g-%g s, states are queued "
+                        "(up to %d)", problem, self.settings.reconnect_min_s,
+                        self.settings.reconnect_max_s, self.settings.queue_size)
             self._warned_unreachable = True
             self._down_since = time.monotonic()
             tcp_up = False
@@ -433,25 +452,34 @@ class MqttPublisher:
         if not tcp_up:
             return
         with self._cond:
-            while not self._ready and self._refusal is None:
+            while not (self._ready or self._refusal is not None or self._unanswered
+                       or self._stopping()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._cond.wait(remaining)
-            ready, refusal = self._ready, self._refusal
+                self._cond.wait(min(remaining, _STOP_POLL_S))  # a signal cannot notify us
+            ready, refusal, unanswered = self._ready, self._refusal, self._unanswered
             self._start_waiting = False
         if refusal is not None:
             self._abort()
             raise BrokerError(self._refusal_message(refusal))
-        if not ready:
+        if ready or self._stopping():
+            return
+        if unanswered:  # the broker hung up on our CONNECT: the usual sign of a TLS port
+            message = (
+                f"MQTT broker at {self._addr} closed the connection without answering the "
+                "MQTT CONNECT: " + ("check the broker's log" if self._addr.tls else
+                                    "if the port speaks TLS, use mqtts://host:port")
+            )
+        else:
             message = (
                 f"no answer from MQTT broker at {self._addr} within {timeout_s:g} s: check "
                 "that the port speaks MQTT" + ("" if self._addr.tls else " (use mqtts:// for a TLS port)")
             )
-            if wait:
-                self._abort()
-                raise BrokerError(message)
-            log.warning("%s; retrying in the background", message)
+        if wait:
+            self._abort()
+            raise BrokerError(message)
+        log.warning("%s; retrying in the background", message)
 
     def publish_state(self, state: Mapping[str, Any]) -> None:
         """Queue one retained state; adds ``model`` and ``timestamp`` when absent.
@@ -475,12 +503,12 @@ class MqttPublisher:
             # silently dead link (no FIN, found only by keepalive) must not stall every hop.
             deadline = time.monotonic() + self.settings.max_block_s
             while (self._ready and not self._stalled and not self._closing
-                   and len(self._queue) >= self.settings.queue_size):
+                   and len(self._queue) >= self.settings.queue_size and not self._stopping()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._stalled = True
                     break
-                self._cond.wait(remaining)
+                self._cond.wait(min(remaining, _STOP_POLL_S))
             self._n["states"] += 1
             self._last_state = payload
             self._enqueue(_Outgoing(self.settings.state_topic, payload, True, "state"))
@@ -511,6 +539,11 @@ class MqttPublisher:
 
         Bounded by ``timeout_s`` plus a little: pending states get up to half of it to
         drain, ``offline`` the rest. States still queued after that are lost (logged).
+        When the main connection is down (the broker restarted a moment ago and we have
+        not reconnected yet), ``offline`` goes out on a short-lived second connection,
+        bounded by the rest of ``timeout_s`` (at least :data:`FAREWELL_MIN_S`): a retained
+        ``online`` can survive a broker restart while our last will died with the old
+        broker process, and nothing else would ever correct it.
         """
         with self._cond:
             if self._closing:
@@ -521,6 +554,12 @@ class MqttPublisher:
         client = self._client
         if client is None:
             self._stop_sender()
+            return
+        if self._connect_worker is not None and self._connect_worker.is_alive():
+            # stop() during the first connect: that attempt ends by itself within
+            # connect_timeout_s; its client is never touched again (paho is not thread-safe).
+            self._stop_sender()
+            self._farewell(max(FAREWELL_MIN_S, deadline - time.monotonic()))
             return
         with self._cond:
             drain_until = time.monotonic() + timeout_s / 2
@@ -535,18 +574,24 @@ class MqttPublisher:
         self._stop_sender()
         if left:
             log.warning("MQTT: stopping with %d state/stats message(s) not delivered", left)
+        said = False
         if connected:
             info = client.publish(self.settings.availability_topic, b"offline", qos=1, retain=True)
             self._register(info.mid, "offline")
             try:
                 info.wait_for_publish(max(0.05, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
-                pass  # connection already gone: the broker publishes our last will instead
-            if not info.is_published():
-                log.warning("MQTT: 'offline' not acknowledged within %.1f s", timeout_s)
+                pass  # connection gone meanwhile: the second connection below says it
+            said = info.is_published()
         with self._cond:
             self._ready = False
-        client.disconnect()
+        client.disconnect()  # before the farewell: paho must not reconnect behind its back
+        if not said:
+            said = self._farewell(max(FAREWELL_MIN_S, deadline - time.monotonic()))
+            if not said:
+                log.warning("MQTT: could not publish 'offline' to %s within %.1f s (the "
+                            "broker publishes our last will if it still holds the session)",
+                            self._addr, max(FAREWELL_MIN_S, timeout_s))
         self._join_loop(client, max(0.2, deadline - time.monotonic()))
         log.info("MQTT: stopped (%s)", self._summary())
 
@@ -615,15 +660,16 @@ class MqttPublisher:
                 "default_entity_id": f"sensor.{entity_base}_{obj}",
                 **common,
             }
-            out.append((f"{s.discovery_prefix}/sensor/{s.device_id}/{obj}/config", config))
+            out.append((s.discovery_topic(obj), config))
         return out
 
     # ------------------------------------------------------------------ client setup
 
-    def _make_client(self) -> mqtt.Client:
+    def _base_client(self, client_id: str) -> mqtt.Client:
+        """A paho client with our last will, login and TLS, and no callbacks of ours."""
         s = self.settings
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=mqtt.MQTTv311,
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
             clean_session=True,
         )
         client.on_log = self._on_log
@@ -636,6 +682,12 @@ class MqttPublisher:
             client.username_pw_set(s.username, s.password)
         if self._addr.tls:
             self._configure_tls(client)
+        client.on_socket_open = set_tcp_nodelay
+        return client
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = self._base_client(s.client_id)
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
         # Unlimited in paho: our sender already bounds what is in flight, and paho's own
         # limit would add a second queue with its own ordering rules.
@@ -645,8 +697,75 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
-        client.on_socket_open = set_tcp_nodelay
         return client
+
+    def _connect_watching(self, client: mqtt.Client) -> bool:
+        """``client.connect()`` on a helper thread, watching the stop event: a SYN that is
+        never answered or a silent TLS handshake blocks for connect_timeout, and SIGTERM
+        must not wait for it. Raises what connect raised; False: stopped first."""
+        outcome: list[BaseException | None] = []
+
+        def attempt() -> None:
+            try:
+                client.connect(self._addr.host, self._addr.port,
+                               keepalive=self.settings.keepalive_s)
+            except BaseException as exc:  # noqa: BLE001 (re-raised on the caller's thread)
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        worker = threading.Thread(target=attempt, name="mqtt-connect", daemon=True)
+        self._connect_worker = worker
+        worker.start()
+        while worker.is_alive():
+            if self._stopping():
+                return False
+            worker.join(_STOP_POLL_S)
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+        return True
+
+    def _stopping(self) -> bool:
+        return self._stop_event is not None and self._stop_event.is_set()
+
+    def _farewell(self, timeout_s: float) -> bool:
+        """Publish the retained ``offline`` on a fresh connection, within ``timeout_s``.
+
+        Its own client id, so it cannot take over (and be taken over by) the main session;
+        the same last will, so even a farewell cut short leaves ``offline`` behind.
+        """
+        deadline = time.monotonic() + timeout_s
+        answer: list[mqtt.ReasonCode] = []
+        try:
+            client = self._base_client(f"{self.settings.client_id}-bye")
+        except ConfigError:  # the TLS files went away since start(): nothing to say it with
+            return False
+        client.connect_timeout = max(0.1, timeout_s)
+        client.on_connect = lambda _c, _u, _f, rc, _p: answer.append(rc)
+        try:
+            client.connect(self._addr.host, self._addr.port, keepalive=self.settings.keepalive_s)
+
+            def step() -> bool:  # one bounded turn of paho's loop; False: the link is gone
+                wait_s = min(0.05, max(0.0, deadline - time.monotonic()))
+                return client.loop(timeout=wait_s) == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+            while not answer and time.monotonic() < deadline and step():
+                pass
+            if not answer or answer[0].is_failure:
+                return False
+            info = client.publish(self.settings.availability_topic, b"offline", qos=1,
+                                  retain=True)
+            while not info.is_published() and time.monotonic() < deadline and step():
+                pass
+            client.disconnect()
+            return info.is_published()
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.debug("MQTT: farewell connection failed: %s", _describe_os_error(exc))
+            return False
+        finally:
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
 
     def _configure_tls(self, client: mqtt.Client) -> None:
         s = self.settings
@@ -677,6 +796,11 @@ class MqttPublisher:
                 self._cond.notify_all()
             if first and not self._start_waiting:
                 log.error("%s; retrying", self._refusal_message(reason_code))
+            return
+        if self._closing:
+            # stop() ran while this connect was under way: leave "offline", not "online".
+            client.publish(self.settings.availability_topic, b"offline", qos=1, retain=True)
+            client.disconnect()
             return
         with self._cond:
             self._refusal = None
@@ -717,7 +841,8 @@ class MqttPublisher:
         # paho calls this from inside its ``except OSError`` around reconnect(): the
         # exception being handled is the reason (refused, unknown host, TLS verification).
         exc = sys.exc_info()[1]
-        tls_problem = self._tls_message(exc) if isinstance(exc, ssl.SSLError) else None
+        tls_problem = (self._tls_message(exc) if isinstance(exc, ssl.SSLError)
+                       or (exc is not None and self._tls_mismatch(exc)) else None)
         with self._cond:
             if self._down_since is None:
                 self._down_since = time.monotonic()
@@ -744,6 +869,8 @@ class MqttPublisher:
                        reason_code: mqtt.ReasonCode, _properties: Any) -> None:
         with self._cond:
             was_ready = self._ready
+            if not self._connected and self._start_waiting:
+                self._unanswered = True
             self._ready = False
             self._connected = False
             self._online_mid = None
@@ -943,12 +1070,19 @@ class MqttPublisher:
                     "check mqtt username/password")
         return f"MQTT broker at {self._addr} refused the connection ({rc}): check its configuration"
 
-    def _tls_message(self, exc: ssl.SSLError) -> str:
+    def _tls_mismatch(self, exc: BaseException) -> bool:
+        """A TLS connection reset during the handshake: the mark of a plain-MQTT port."""
+        return self._addr.tls and isinstance(
+            exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError))
+
+    def _tls_message(self, exc: BaseException) -> str:
         """One line for a failed TLS connection: certificate verification or handshake."""
         if isinstance(exc, ssl.SSLCertVerificationError):
             return self._tls_verify_message(exc)
-        return (f"TLS handshake with MQTT broker at {self._addr} failed ({exc.reason or exc}): "
-                "check that the port speaks TLS and the mqtt ca_file/cert_file/key_file")
+        why = (exc.reason or exc) if isinstance(exc, ssl.SSLError) else _describe_os_error(exc)
+        return (f"TLS handshake with MQTT broker at {self._addr} failed ({why}): check that "
+                "the port speaks TLS (a plain MQTT port needs mqtt://) and the mqtt "
+                "ca_file/cert_file/key_file")
 
     def _tls_verify_message(self, exc: ssl.SSLCertVerificationError) -> str:
         why = exc.verify_message or exc.reason or str(exc)

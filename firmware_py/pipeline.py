@@ -59,8 +59,8 @@ class Pipeline:
 
     def set_smoothing(self, params: SmoothingParams) -> None:
         """Apply new smoothing knobs live (SIGHUP reload); the stream is not touched."""
+        self.smoother.set_params(params)  # first: if it raises, nothing has changed
         self.params = params
-        self.smoother.set_params(params)
 
     @property
     def audio_s(self) -> float:

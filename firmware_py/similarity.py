@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle, BundleError
-from .errors import GenreEdgeError
+from .errors import GenreEdgeError, brief
 
 INDEX_FORMAT = "genre-edge-index"
 INDEX_VERSION = 1
@@ -168,20 +168,24 @@ class Index:
                                        f"another file, or {build} --rebuild")
         if meta.get("version") != INDEX_VERSION:
             raise SimilarityIndexError(
-                f"index {path} has format version {meta.get('version')}, this genre-edge "
+                f"index {path} has format version {brief(meta.get('version'))}, this genre-edge "
                 f"reads {INDEX_VERSION}: rebuild it with --rebuild"
             )
-        tracks = meta.get("tracks") or []
-        if embeddings.ndim != 2 or len(tracks) != len(embeddings):
-            raise SimilarityIndexError(f"index {path} is inconsistent ({len(tracks)} tracks, "
-                              f"embeddings {list(embeddings.shape)}): rebuild it with --rebuild")
-        return cls(root=Path(meta["root"]), model_sha256=str(meta.get("model_sha256", "")),
+        problem = _meta_problem(meta, embeddings)
+        if problem:
+            raise SimilarityIndexError(f"index {path} is damaged ({problem}): rebuild it with "
+                                       f"'genre-edge index FOLDER --out {path} --rebuild'")
+        return cls(root=Path(meta["root"]), model_sha256=meta["model_sha256"],
                    bundle_name=str(meta.get("bundle_name", "")),
                    frontend_digest=str(meta.get("frontend_digest", "")),
-                   tracks=list(tracks), embeddings=embeddings)
+                   tracks=list(meta["tracks"]), embeddings=embeddings)
 
-    def check_model(self, bundle: Bundle, index_path: str | Path) -> None:
-        """Refuse to compare embeddings of different models (their spaces are unrelated)."""
+    def check_model(self, bundle: Bundle, index_path: str | Path, dim: int | None = None) -> None:
+        """Refuse to compare embeddings of different models (their spaces are unrelated).
+
+        ``dim``: the embedding model's output size, when it is open; an index whose vectors
+        have another size cannot be queried even if its recorded hash matches.
+        """
         mine = embedding_id(bundle)
         if mine != self.model_sha256:
             raise SimilarityIndexError(
@@ -189,6 +193,13 @@ class Index:
                 f"'{self.bundle_name}', embedding {self.model_sha256[:12]}; this bundle "
                 f"'{bundle.name}' has {mine[:12]}): pass the --bundle it was built with, or "
                 f"re-index with 'genre-edge index {self.root} --out {index_path} --rebuild'"
+            )
+        have = int(self.embeddings.shape[1])
+        if dim is not None and len(self) and have != dim:
+            raise SimilarityIndexError(
+                f"index {index_path} holds {have}-d vectors but the embedding model of bundle "
+                f"'{bundle.name}' makes {dim}-d ones (damaged or edited): re-index with "
+                f"'genre-edge index {self.root} --out {index_path} --rebuild'"
             )
 
     def lookup(self, path: str | Path) -> int | None:
@@ -216,6 +227,33 @@ class Index:
         chosen = [i for i in order if i not in skip][: max(0, top)]
         return [Neighbour(rank=r, path=str(self.path_of(i)), similarity=float(sims[i]))
                 for r, i in enumerate(chosen, start=1)]
+
+
+def _meta_problem(meta: dict[str, Any], embeddings: np.ndarray) -> str | None:
+    """What is wrong with a loaded index's metadata and vectors (None: it checks out).
+
+    Everything the look-ups read is checked here, so a damaged index is one line at load
+    time instead of a KeyError or a shape mismatch at the first query of a running device.
+    """
+    root, tracks, sha = meta.get("root"), meta.get("tracks"), meta.get("model_sha256")
+    if not isinstance(root, str) or not root:
+        return "'root' is not a folder name"
+    if not isinstance(sha, str) or not sha:
+        return "'model_sha256' is missing"
+    if not isinstance(tracks, list):
+        return "'tracks' is not a list"
+    for t in tracks:
+        if not (isinstance(t, dict) and isinstance(t.get("path"), str) and t["path"]
+                and all(isinstance(t.get(k), int) and not isinstance(t.get(k), bool)
+                        for k in ("size", "mtime_ns"))):
+            return "a track lacks its path, size or mtime_ns"
+    if embeddings.ndim != 2 or len(tracks) != len(embeddings):
+        return f"{len(tracks)} tracks, embeddings {list(embeddings.shape)}"
+    if len(tracks) and embeddings.shape[1] < 1:
+        return "empty embeddings"
+    if not np.all(np.isfinite(embeddings)):
+        return "embeddings that are not finite"
+    return None
 
 
 # -- building ---------------------------------------------------------------------------
@@ -266,7 +304,7 @@ def build_index(
     old: Index | None = None
     if Path(out).exists() and not rebuild:
         old = Index.load(out)
-        old.check_model(bundle, out)
+        old.check_model(bundle, out, dim=int(model.output_shape[-1]))
         if old.root != root:
             raise SimilarityIndexError(
                 f"index {out} was built from {old.root}, not {root}: pass that folder, another "

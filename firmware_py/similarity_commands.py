@@ -112,7 +112,7 @@ def _similar_run(args: argparse.Namespace) -> int:
     index_path = Path(args.index) if args.index else default_index_path()
     idx = Index.load(index_path)
     bundle, model = _open(args.bundle, args.threads)
-    idx.check_model(bundle, index_path)
+    idx.check_model(bundle, index_path, dim=int(model.output_shape[-1]))
     failures = 0
     for path in args.files:
         row = idx.lookup(path)

@@ -61,7 +61,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GenreEdgeError
+from .bounds import knob, range_problem
+from .errors import GenreEdgeError, brief
 
 SILENCE = "silence"
 UNKNOWN = "unknown"
@@ -98,6 +99,13 @@ def level_dbfs(samples: np.ndarray) -> float:
     if mean_square <= 0.0:
         return LEVEL_FLOOR_DBFS
     return max(LEVEL_FLOOR_DBFS, 10.0 * math.log10(mean_square))
+
+
+#: Upper bounds of the smoothing knobs: an hour of hops is the longest memory that makes
+#: sense for a genre, and a day the longest hold; both keep the smoother's state small.
+MAX_WINDOWS = 3600
+MAX_SEGMENT_WINDOWS = 100_000
+MAX_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -149,20 +157,23 @@ class SmoothingParams:
         1.0 disables the quick path; 0.0 makes every convincing genre quick.
     """
 
-    average_windows: int = 4
-    enter_threshold: float = 0.4
-    leave_threshold: float = 0.25
-    min_dwell_s: float = 3.0
-    silence_dbfs: float = -60.0
-    silence_hysteresis_db: float = 6.0
-    silence_hold_s: float = 2.0
-    unknown_threshold: float = 0.35
-    unknown_after_s: float = 10.0
-    switch_margin: float = 0.2
-    min_top_windows: int = 2
-    max_gap_hops: float = 3.0
-    segment_windows: float = 80.0
-    surprise_margin: float = 0.6
+    # Every knob's sane range sits next to it (see :func:`knob`): the config file, the
+    # environment and a bundle manifest are all checked against these, and nothing
+    # outside them can reach the smoother (1e20 windows was an OverflowError in deque).
+    average_windows: int = knob(4, 1, MAX_WINDOWS)
+    enter_threshold: float = knob(0.4, 0.0, 1.0)
+    leave_threshold: float = knob(0.25, 0.0, 1.0)
+    min_dwell_s: float = knob(3.0, 0.0, MAX_SECONDS, " seconds")
+    silence_dbfs: float = knob(-60.0, LEVEL_FLOOR_DBFS, 0.0, " dBFS")
+    silence_hysteresis_db: float = knob(6.0, 0.0, -LEVEL_FLOOR_DBFS, " dB")
+    silence_hold_s: float = knob(2.0, 0.0, MAX_SECONDS, " seconds")
+    unknown_threshold: float = knob(0.35, 0.0, 1.0)
+    unknown_after_s: float = knob(10.0, 0.0, MAX_SECONDS, " seconds")
+    switch_margin: float = knob(0.2, 0.0, 1.0)
+    min_top_windows: int = knob(2, 1, MAX_WINDOWS)
+    max_gap_hops: float = knob(3.0, 1.0, MAX_WINDOWS, " hops")
+    segment_windows: float = knob(80.0, 1.0, MAX_SEGMENT_WINDOWS)
+    surprise_margin: float = knob(0.6, 0.0, 1.0)
 
     def __post_init__(self) -> None:
         problems = self.field_problems(dataclasses.asdict(self))
@@ -200,40 +211,22 @@ class SmoothingParams:
         bundle's defaults are known.
         """
         problems = []
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
         for name, value in values.items():
-            if name not in types:
-                problems.append(f"unknown parameter {name!r}")
+            spec = fields.get(name)
+            if spec is None:
+                problems.append(f"unknown parameter {brief(name)}")
                 continue
-            want_int = types[name] in ("int", int)  # annotations are strings here
+            want_int = spec.type in ("int", int)  # annotations are strings here
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 kind = "an integer" if want_int else "a number"
                 problems.append(f"{name} must be {kind}, got {type(value).__name__}")
                 continue
-            if want_int and not float(value).is_integer():
+            out_of_range = range_problem(spec, value)
+            if out_of_range:
+                problems.append(f"{name} {out_of_range}")
+            elif want_int and not float(value).is_integer():
                 problems.append(f"{name} must be an integer, got {value!r}")
-                continue
-            if not math.isfinite(value):
-                problems.append(f"{name} must be finite, got {value!r}")
-                continue
-            if name in ("average_windows", "min_top_windows") and value < 1:
-                problems.append(f"{name} must be >= 1, got {value}")
-            elif (name.endswith("_threshold") or name == "switch_margin") and not (
-                0.0 <= value <= 1.0
-            ):
-                problems.append(f"{name} must be in [0, 1], got {value}")
-            elif name.endswith("_s") and value < 0:
-                problems.append(f"{name} must be >= 0 seconds, got {value}")
-            elif name in ("silence_hysteresis_db",) and value < 0:
-                problems.append(f"{name} must be >= 0 dB, got {value}")
-            elif name == "segment_windows" and value < 1:
-                problems.append(f"segment_windows must be >= 1, got {value}")
-            elif name == "surprise_margin" and not 0.0 <= value <= 1.0:
-                problems.append(f"surprise_margin must be in [0, 1], got {value}")
-            elif name == "max_gap_hops" and value < 1:
-                problems.append(f"max_gap_hops must be >= 1, got {value}")
-            elif name == "silence_dbfs" and value > 0:
-                problems.append(f"silence_dbfs must be <= 0 dBFS, got {value}")
         return problems
 
     def to_dict(self) -> dict[str, Any]:
@@ -354,8 +347,9 @@ class Smoother:
 
     def set_params(self, params: SmoothingParams) -> None:
         """New knobs (a config reload) without forgetting the current genre or history."""
-        self.params = params
-        self._history = deque(self._history, maxlen=params.average_windows)
+        # The new history first: if anything fails, the old knobs stay whole.
+        history = deque(self._history, maxlen=params.average_windows)
+        self.params, self._history = params, history
 
     @property
     def latency_bound_s(self) -> float:

@@ -227,7 +227,7 @@ def test_wrong_type_names_key_expected_and_got(tmp_path: Path, text: str, needle
         ('[output]\nhttp = "8080"\n', ["'output.http'", "host:port"]),
         ('[mqtt]\nurl = "http://broker"\n', ["'mqtt.url'", "mqtts://"]),
         ("[mqtt]\nqos = 3\n", ["'mqtt.qos'", "0, 1 or 2"]),
-        ("[smoothing]\nmin_dwell_s = -2\n", ["'smoothing.min_dwell_s'", ">= 0 seconds"]),
+        ("[smoothing]\nmin_dwell_s = -2\n", ["'smoothing.min_dwell_s'", "between 0 and 86400 seconds"]),
         ("[source]\nblock_s = nan\n", ["'source.block_s'", "finite"]),
     ],
 )
