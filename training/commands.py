@@ -10,9 +10,9 @@ from pathlib import Path
 from firmware_py.cli import Command
 from firmware_py.errors import GenreEdgeError
 
-ARCHS = ("edge", "edge-l", "dong2018", "hku", "despois", "pelchat2019")
+ARCHS = ("edge", "edge-l", "edge-xl", "dong2018", "hku", "despois", "pelchat2019")
 #: Default input length (front-end frames) per preset; kept here so --help needs no TensorFlow.
-ARCH_WINDOW_FRAMES = {"edge": 300, "edge-l": 300, "dong2018": 300, "hku": 200, "despois": 128, "pelchat2019": 256}
+ARCH_WINDOW_FRAMES = {"edge": 300, "edge-l": 300, "edge-xl": 300, "dong2018": 300, "hku": 200, "despois": 128, "pelchat2019": 256}
 
 
 #: Defaults of fit and augmentation settings, kept here so that --help needs no TensorFlow;

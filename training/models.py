@@ -211,6 +211,8 @@ PRESETS: dict[str, Preset] = {
     "edge": Preset(build_edge, 300, "adamw", 3e-3, "genre-edge (this project)"),
     "edge-l": Preset(functools.partial(build_edge, width=64), 300, "adamw", 3e-3,
                      "genre-edge, 1.6x wider (this project)"),
+    "edge-xl": Preset(functools.partial(build_edge, width=96), 300, "adamw", 3e-3,
+                      "genre-edge, 2.4x wider (this project)"),
     "dong2018": Preset(build_dong2018, 300, "adam", 1e-3,
                        "Dong, CCN 2018, arXiv:1802.09697"),
     "hku": Preset(build_hku, 200, "adam", 1e-3, "HKU student project, 3 conv layers, ~2 s"),
