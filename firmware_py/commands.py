@@ -159,6 +159,8 @@ def _classify_configure(p: argparse.ArgumentParser) -> None:
 def _classify_run(args: argparse.Namespace) -> int:
     from .bundle import default_bundle_path, load_bundle
     from .classify import classify_file, timeline
+    from .errors import skip_reason
+    from .text import display, json_line
 
     bundle = load_bundle(args.bundle or default_bundle_path())
     model = bundle.open_model(threads=args.threads)
@@ -166,11 +168,11 @@ def _classify_run(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             result = classify_file(path, bundle, model)
-        except GenreEdgeError as exc:
+            states = timeline(result, bundle) if args.timeline else []
+        except Exception as exc:  # noqa: BLE001 - one bad file of any kind skips that file
             failures += 1
-            print(f"genre-edge: error: {exc}", file=sys.stderr)
+            print(f"genre-edge: error: {skip_reason(exc, path)}", file=sys.stderr, flush=True)
             continue
-        states = timeline(result, bundle) if args.timeline else []
         if args.json:
             record = result.to_json()
             if args.timeline:
@@ -178,10 +180,10 @@ def _classify_run(args: argparse.Namespace) -> int:
                     {"t_s": round(s.t_s, 2), "genre": s.genre,
                      "confidence": round(s.confidence, 4)} for s in states
                 ]
-            print(json.dumps(record), flush=True)
+            print(json_line(record), flush=True)
             continue
         probs = "  ".join(f"{k} {100 * v:.1f}%" for k, v in result.probabilities.items())
-        print(f"{path}: {result.genre} ({100 * result.confidence:.1f}%)   {probs}   "
+        print(f"{display(path)}: {result.genre} ({100 * result.confidence:.1f}%)   {probs}   "
               f"[{result.windows} windows, {result.duration_s:.1f} s]", flush=True)
         for s in states:
             mark = "*" if s.changed else " "

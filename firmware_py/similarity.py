@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle, BundleError
-from .errors import GenreEdgeError
+from .errors import GenreEdgeError, skip_reason
+from .text import display
 
 INDEX_FORMAT = "genre-edge-index"
 INDEX_VERSION = 1
@@ -298,8 +299,8 @@ def build_index(
             progress(n, len(files), rel, "updating" if prev else "adding")
         try:
             vec, n_windows, duration_s = embed_file(path, bundle, model)
-        except GenreEdgeError as exc:
-            stats.failed.append(f"{rel}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one bad file of any kind skips that file
+            stats.failed.append(f"{display(rel)}: {skip_reason(exc, rel)}")
             continue
         tracks.append({"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                        "duration_s": round(duration_s, 3), "windows": n_windows})
