@@ -29,6 +29,7 @@ import numpy as np
 
 from .bundle import Bundle, BundleError
 from .errors import GenreEdgeError, skip_reason
+from .files import open_regular, path_problem
 from .text import display
 
 INDEX_FORMAT = "genre-edge-index"
@@ -154,6 +155,7 @@ class Index:
             raise SimilarityIndexError(f"similarity index not found: {path}: {build}")
         if path.is_dir():
             raise SimilarityIndexError(f"{path} is a directory, not a similarity index (.npz): {build}")
+        os.close(open_regular(path, SimilarityIndexError, build, "similarity index"))  # FIFO...
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"][()]))
@@ -236,10 +238,28 @@ class IndexStats:
 
 
 def audio_files(folder: Path) -> list[Path]:
-    """Audio files under ``folder``, recursively, in a stable order; hidden entries skipped."""
+    """Audio files under ``folder``, recursively, in a stable order; hidden entries skipped.
+
+    Symbolically linked folders are followed (a music library is often assembled from
+    links), each real folder once (under its own path where it has one): a link back up
+    the tree (a cycle) is not entered again.
+    """
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: done already
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        # Real sub-folders before links, so that a folder that is also linked is indexed
+        # under its own path.
+        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")),
+                             key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d))
         for name in sorted(filenames):
             if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_SUFFIXES:
                 found.append(Path(dirpath) / name)
@@ -285,8 +305,9 @@ def build_index(
         seen.add(rel)
         try:
             st = path.stat()
-        except OSError:
-            continue  # vanished while we walked
+        except OSError as exc:  # a broken link, a file that vanished while we walked
+            stats.failed.append(f"{display(rel)}: {path_problem(path) or exc}")
+            continue
         prev = previous.get(rel)
         if prev and prev[0]["size"] == st.st_size and prev[0]["mtime_ns"] == st.st_mtime_ns:
             tracks.append(prev[0])
