@@ -123,9 +123,20 @@ def _bench_device(args: argparse.Namespace, source: Path) -> dict:
     return result
 
 
+#: Bounds of bench's --seconds and --repeats: beyond them a run takes hours (or, for the
+#: front-end bench, asks for the whole audio in memory at once), a typo rather than a plan;
+#: the day-long memory run is 'python -m firmware_py.bench.longrun'.
+MAX_BENCH_SECONDS = 3600.0
+MAX_BENCH_REPEATS = 1000
+
+
 def _bench_run(args: argparse.Namespace) -> int:
-    if (args.seconds is not None and args.seconds <= 0) or args.repeats <= 0:
-        raise GenreEdgeError("--seconds and --repeats must be > 0")
+    if args.seconds is not None and not 0 < args.seconds <= MAX_BENCH_SECONDS:  # NaN fails too
+        raise GenreEdgeError(f"--seconds {args.seconds:g} is out of range: give seconds in "
+                             f"(0, {MAX_BENCH_SECONDS:g}]")
+    if not 0 < args.repeats <= MAX_BENCH_REPEATS:
+        raise GenreEdgeError(f"--repeats {args.repeats} is out of range: give 1 to "
+                             f"{MAX_BENCH_REPEATS}")
     source = Path(args.input) if args.input else DEMO_CLIP
     if args.stage == "frontend":
         result = _bench_frontend(args, source)
