@@ -38,16 +38,17 @@ def rate_ratio(source_rate: int, target_rate: int) -> tuple[int, int]:
             f"invalid sample rate {source_rate} Hz -> {target_rate} Hz: rates must be > 0"
         )
     frac = Fraction(target_rate, source_rate)
-    if frac.numerator > _MAX_RATIO_TERM or frac.denominator > _MAX_RATIO_TERM:
-        frac = frac.limit_denominator(_MAX_RATIO_TERM)
-    if not 0 < frac.numerator <= _MAX_RATIO_TERM:
-        # A ratio beyond 1000:1 either way rounds the up-factor to 0 or makes the filter
-        # gigabytes long: no real pair of rates is that far apart.
+    if not Fraction(1, _MAX_RATIO_TERM) <= frac <= _MAX_RATIO_TERM:
+        # Beyond 1000:1 either way the up-factor rounds to 0 (40 MHz to 16 kHz) or every
+        # input sample makes thousands of outputs (1 Hz): no real pair of rates is that far
+        # apart.
         raise AudioError(
             f"cannot resample {source_rate} Hz to {target_rate} Hz: the rates are more than "
             f"{_MAX_RATIO_TERM}:1 apart; use a rate between {MIN_FILE_RATE} and "
             f"{MAX_FILE_RATE} Hz"
         )
+    if frac.numerator > _MAX_RATIO_TERM or frac.denominator > _MAX_RATIO_TERM:
+        frac = frac.limit_denominator(_MAX_RATIO_TERM)
     return frac.numerator, frac.denominator
 
 
@@ -85,10 +86,11 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
     return np.concatenate((rs.push(x), rs.flush())).astype(np.float32, copy=False)
 
 
-#: Input samples one resampler step takes: each step builds an (outputs x taps) gather
-#: matrix, ~1 MB at 8192 samples in, where a whole second at 48 kHz would briefly cost
-#: ~16 MB of resident memory.
-_PUSH_BLOCK = 8192
+#: Entries of the (outputs x taps) gather matrix one resampler step builds (~1 MB each of
+#: indices, samples and taps): a step takes as many input samples as keep it this size
+#: (~6400 at 48 -> 16 kHz), where a whole second at 48 kHz would briefly cost ~16 MB of
+#: resident memory, and an up-sampling ratio many times more.
+_GATHER_ENTRIES = 1 << 17
 
 
 class StreamingResampler:
@@ -129,9 +131,10 @@ class StreamingResampler:
         if self.passthrough:
             self._n_in += x.shape[0]
             return x
-        if x.shape[0] > _PUSH_BLOCK:
-            return np.concatenate([self._push(x[i : i + _PUSH_BLOCK])
-                                   for i in range(0, x.shape[0], _PUSH_BLOCK)])
+        step = max(1, _GATHER_ENTRIES * self.down // (self.up * self._taps))
+        if x.shape[0] > step:
+            return np.concatenate([self._push(x[i : i + step])
+                                   for i in range(0, x.shape[0], step)])
         return self._push(x)
 
     def flush(self) -> np.ndarray:

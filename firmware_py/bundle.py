@@ -218,7 +218,7 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
     root, data = read_manifest(path)
     version = data.get("schema_version")
     _require(
-        isinstance(version, int),
+        isinstance(version, int) and not isinstance(version, bool),  # true == 1 in Python
         f"bundle {root}: schema_version is missing or not an integer: {FIX}",
     )
     if version > SCHEMA_VERSION:

@@ -166,3 +166,14 @@ def test_classify_of_20_minutes_of_44k_stereo_flac_keeps_memory_bounded(tmp_path
     print(f"classify peak RSS: {baseline:.0f} MB for 5 s, {peak:.0f} MB for {minutes} min of "
           f"{rate} Hz stereo FLAC (+{peak - baseline:.0f} MB)")
     assert peak - baseline <= LONG_FILE_BOUND_MB
+
+
+def test_odd_rates_within_the_bounds_load(tmp_path) -> None:
+    """The bounds refuse liars only: odd rates a real file may have still load (7122 Hz was
+    refused by a first version of the ratio guard; the property suite found it)."""
+    from firmware_py.audio import load_audio
+
+    for rate in (4000, 7122, 11025, 44123, 352800, 768000):
+        path = tmp_path / f"{rate}.wav"
+        soundfile.write(path, np.sin(np.arange(rate) / 3.0).astype(np.float32) * 0.5, rate)
+        assert abs(load_audio(path, 16000).shape[0] - 16000) <= 1
