@@ -177,3 +177,39 @@ def test_odd_rates_within_the_bounds_load(tmp_path) -> None:
         path = tmp_path / f"{rate}.wav"
         soundfile.write(path, np.sin(np.arange(rate) / 3.0).astype(np.float32) * 0.5, rate)
         assert abs(load_audio(path, 16000).shape[0] - 16000) <= 1
+
+
+WITHOUT_SOUNDFILE = """
+import sys
+sys.modules["soundfile"] = None  # a minimal device install: WAV through scipy only
+import numpy as np
+from firmware_py.audio import load_audio
+from firmware_py.errors import AudioError
+for path in sys.argv[1:]:
+    try:
+        np.save(path + ".npy", load_audio(path, 16000))
+    except AudioError as exc:
+        print(exc)
+"""
+
+
+def test_without_soundfile_wavs_decode_in_blocks_the_same_and_liars_are_refused(tmp_path) -> None:
+    import subprocess
+
+    from firmware_py.audio import load_audio
+
+    x = (0.5 * np.sin(np.arange(3 * 44100) / 7.0)).astype(np.float32)
+    paths = []
+    for subtype, rate, channels in (("PCM_16", 44100, 2), ("PCM_24", 16000, 1),
+                                    ("FLOAT", 22050, 1), ("PCM_U8", 8000, 3)):
+        paths.append(tmp_path / f"{subtype}.wav")
+        soundfile.write(paths[-1], np.repeat(x[:, None], channels, axis=1), rate, subtype=subtype)
+    liar = _liars(tmp_path)[0]
+    out = subprocess.run([sys.executable, "-c", WITHOUT_SOUNDFILE, *map(str, paths), str(liar)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "40000000 Hz" in out.stdout and "Traceback" not in out.stderr
+    for path in paths:
+        scipy_decoded = np.load(str(path) + ".npy")
+        np.testing.assert_allclose(scipy_decoded, load_audio(path, 16000), atol=1e-4)
