@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import subprocess
@@ -32,6 +31,7 @@ from firmware_py.bundle import MAX_HOP_S, hop_frames_for, hop_s_ok, load_bundle,
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 from firmware_py.inference import Model
+from training.runfolder import read_run
 
 from .edgetpu import check_model, compile_for_edgetpu
 from .quantize import to_float, to_int8
@@ -68,21 +68,6 @@ def portable(value: Any) -> Any:
             "/".join(Path(tok).parts[-2:]) if tok.startswith("/") else tok for tok in value.split(" ")
         )
     return value
-
-
-def read_run(run_dir: Path) -> dict[str, Any]:
-    run_json = run_dir / "run.json"
-    if not run_dir.is_dir():
-        raise GenreEdgeError(f"training run not found: {run_dir}: pass the --out of 'genre-edge train'")
-    if not run_json.is_file() or not (run_dir / "model.keras").is_file():
-        raise GenreEdgeError(
-            f"{run_dir} is not a finished training run (needs run.json and model.keras): "
-            "train first with 'genre-edge train'"
-        )
-    try:
-        return json.loads(run_json.read_text())
-    except json.JSONDecodeError as exc:
-        raise GenreEdgeError(f"{run_json} is not valid JSON ({exc.msg}): re-run training") from None
 
 
 def representative_windows(

@@ -9,8 +9,8 @@ arrives (SIGTERM/SIGINT: ``offline`` is published, the stream closed, exit 0).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+import math
 import resource
 import signal
 import sys
@@ -28,6 +28,7 @@ from .bundle import Bundle, default_bundle_path, load_bundle
 from .errors import DeviceError, GenreEdgeError
 from .pipeline import HopResult, Pipeline
 from .smoothing import SILENCE
+from .text import json_line
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,10 @@ def state_payload(result: HopResult, labels: list[str], model_name: str) -> dict
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "audio_t_s": round(result.t_s, 2),
         "changed": bool(st.changed),
-        "raw": {k: round(float(v), 4) for k, v in zip(labels, result.probabilities, strict=True)},
+        # The model's own output: a broken or hostile model can emit NaN/Inf, which JSON
+        # (console, MQTT, the display page) cannot carry: null instead.
+        "raw": {k: round(float(v), 4) if math.isfinite(float(v)) else None
+                for k, v in zip(labels, result.probabilities, strict=True)},
     }
 
 
@@ -70,17 +74,18 @@ class ConsoleSink:
 
     def __call__(self, payload: dict[str, Any]) -> None:
         if self.as_json:
-            line = json.dumps(payload)
+            line = json_line(payload)
         else:
             if self.changes_only and not payload["changed"]:
                 return
             mark = "*" if payload["changed"] else " "
-            raw = payload["raw"]
-            top = max(raw, key=raw.get)
+            raw = {k: v for k, v in payload["raw"].items() if v is not None}
+            top = max(raw, key=raw.get) if raw else None
             line = (
                 f"{payload['audio_t_s']:8.1f} s {mark} {payload['genre']:<12} "
                 f"{100 * payload['confidence']:5.1f}%  {payload['level_dbfs']:6.1f} dBFS"
-                f"   (window: {top} {100 * raw[top]:.0f}%)"
+                + (f"   (window: {top} {100 * raw[top]:.0f}%)" if top is not None
+                   else "   (window: no score)")
             )
         try:
             print(line, file=self.stream, flush=True)

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .errors import AudioError
+from .files import open_regular
 from .native import native_stderr_to_log
+from .text import display
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,15 @@ def rate_ratio(source_rate: int, target_rate: int) -> tuple[int, int]:
             f"invalid sample rate {source_rate} Hz -> {target_rate} Hz: rates must be > 0"
         )
     frac = Fraction(target_rate, source_rate)
+    if not Fraction(1, _MAX_RATIO_TERM) <= frac <= _MAX_RATIO_TERM:
+        # Beyond 1000:1 either way the up-factor rounds to 0 (40 MHz to 16 kHz) or every
+        # input sample makes thousands of outputs (1 Hz): no real pair of rates is that far
+        # apart.
+        raise AudioError(
+            f"cannot resample {source_rate} Hz to {target_rate} Hz: the rates are more than "
+            f"{_MAX_RATIO_TERM}:1 apart; use a rate between {MIN_FILE_RATE} and "
+            f"{MAX_FILE_RATE} Hz"
+        )
     if frac.numerator > _MAX_RATIO_TERM or frac.denominator > _MAX_RATIO_TERM:
         frac = frac.limit_denominator(_MAX_RATIO_TERM)
     return frac.numerator, frac.denominator
@@ -68,14 +82,15 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
     up, down = rate_ratio(source_rate, target_rate)
     if up == down:
         return x
-    n_out = -(-x.shape[0] * up // down)
     rs = StreamingResampler(source_rate, target_rate)
-    # Small blocks: push() builds an (outputs x taps) gather matrix, ~1 MB at 8192 samples
-    # in, where a whole second at 48 kHz would briefly cost ~16 MB of resident memory.
-    block = 8192
-    parts = [rs.push(x[i : i + block]) for i in range(0, x.shape[0], block)]
-    parts.append(rs.push(np.zeros(rs.half_len // up + rs._taps + 1, dtype=np.float32)))
-    return np.concatenate(parts)[:n_out].astype(np.float32, copy=False)
+    return np.concatenate((rs.push(x), rs.flush())).astype(np.float32, copy=False)
+
+
+#: Entries of the (outputs x taps) gather matrix one resampler step builds (~1 MB each of
+#: indices, samples and taps): a step takes as many input samples as keep it this size
+#: (~6400 at 48 -> 16 kHz), where a whole second at 48 kHz would briefly cost ~16 MB of
+#: resident memory, and an up-sampling ratio many times more.
+_GATHER_ENTRIES = 1 << 17
 
 
 class StreamingResampler:
@@ -92,6 +107,7 @@ class StreamingResampler:
         self.target_rate = int(target_rate)
         self.up, self.down = rate_ratio(self.source_rate, self.target_rate)
         self.passthrough = self.up == self.down
+        self._n_in = 0  # input samples consumed so far
         if self.passthrough:
             return
         h = _design_filter(self.up, self.down)
@@ -103,13 +119,36 @@ class StreamingResampler:
         self._phases = padded.reshape(taps, self.up).T.astype(np.float64)  # (up, taps)
         self._taps = taps
         self._history = np.zeros(taps - 1, dtype=np.float64)  # zeros before the start
-        self._n_in = 0  # input samples consumed so far
         self._m_next = 0  # index of the next output sample
+
+    @property
+    def samples_in(self) -> int:
+        """Input samples pushed so far."""
+        return self._n_in
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if self.passthrough:
+            self._n_in += x.shape[0]
             return x
+        step = max(1, _GATHER_ENTRIES * self.down // (self.up * self._taps))
+        if x.shape[0] > step:
+            return np.concatenate([self._push(x[i : i + step])
+                                   for i in range(0, x.shape[0], step)])
+        return self._push(x)
+
+    def flush(self) -> np.ndarray:
+        """The output still held back by the filter's look-ahead, as if the input ended here
+        with zeros: after it, ``ceil(samples_in * up / down)`` samples have come out in all
+        (``scipy.signal.resample_poly``'s length). The stream is over after a flush."""
+        if self.passthrough:
+            return np.zeros(0, dtype=np.float32)
+        n_out = -(-self._n_in * self.up // self.down)
+        before = self._m_next
+        tail = self._push(np.zeros(self.half_len // self.up + self._taps + 1, dtype=np.float32))
+        return tail[: max(0, n_out - before)]
+
+    def _push(self, x: np.ndarray) -> np.ndarray:
         buf = np.concatenate((self._history, x.astype(np.float64)))
         n_total = self._n_in + x.shape[0]
         # Output m needs input up to k_max(m) = floor((m * down + half_len) / up).
@@ -132,51 +171,141 @@ class StreamingResampler:
 
 
 # -- decoding -----------------------------------------------------------------------
-def _read_wav_scipy(path: Path) -> tuple[np.ndarray, int]:
+#: The sample rates a file may claim. Recordings use 8-384 kHz (768 kHz exists, rarely); a
+#: header outside 4 kHz..768 kHz is damaged or lying, and believing it breaks the
+#: resampler: at 40 MHz its up-factor rounds to 0, at 1 Hz its filter asks for tens of GB.
+MIN_FILE_RATE = 4_000
+MAX_FILE_RATE = 768_000
+
+#: Samples (frames x channels) decoded at a time: 256 KB of float32 whatever the file's rate
+#: and channel count, so a long file is never in memory at its own rate, only at the model's.
+DECODE_BLOCK_SAMPLES = 1 << 16
+
+#: Largest output the first allocation of :func:`load_audio` reserves (an hour at 16 kHz);
+#: a longer file grows it. Untouched pages cost no memory; a header that claims years of
+#: audio must not reserve them either.
+_MAX_RESERVE_S = 3600
+
+AUDIO_FIX = "give a wav, flac, ogg/opus or mp3 file"
+
+
+def check_file_rate(rate: object, path: str | Path) -> int:
+    """``rate`` as an int when it is within [MIN_FILE_RATE, MAX_FILE_RATE]; else one line."""
+    if (isinstance(rate, bool) or not isinstance(rate, (int, np.integer))
+            or not MIN_FILE_RATE <= rate <= MAX_FILE_RATE):
+        raise AudioError(
+            f"audio file {display(path)} claims a sample rate of {rate} Hz, outside the "
+            f"{MIN_FILE_RATE}..{MAX_FILE_RATE} Hz of real recordings (a damaged or lying "
+            "header): re-export the file"
+        )
+    return int(rate)
+
+
+class _Decoder:
+    """An open audio file: ``rate``, ``channels``, ``frames`` (a hint), ``blocks()``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = display(path)
+        self._sf: Any = None
+        self._data: Any = None
+        # We own the descriptor until close() (libsndfile's own closing on a failed open
+        # is not something to rely on).
+        self._fd = open_regular(path, AudioError, AUDIO_FIX, "audio file")
+        try:
+            import soundfile
+        except ImportError:  # minimal device install: WAV only, through scipy
+            soundfile = None
+        try:
+            if soundfile is not None:
+                with native_stderr_to_log():  # mpg123 warns on fd 2 about broken MP3s
+                    self._sf = soundfile.SoundFile(self._fd, closefd=False)
+                rate, self.channels, self.frames = (self._sf.samplerate, self._sf.channels,
+                                                    self._sf.frames)
+            elif path.suffix.lower() in (".wav", ".wave"):
+                rate, self._data = _map_wav_scipy(self._fd)
+                self.channels = 1 if self._data.ndim == 1 else self._data.shape[1]
+                self.frames = self._data.shape[0]
+            else:
+                raise AudioError(
+                    f"cannot read {display(path.name)} without soundfile: install it "
+                    "(pip install soundfile) or convert the file to WAV"
+                )
+            self.rate = check_file_rate(rate, path)
+        except AudioError:
+            self.close()
+            raise
+        except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, ...
+            self.close()
+            raise self._undecodable(exc) from None
+
+    def _undecodable(self, exc: BaseException) -> AudioError:
+        reason = display(" ".join(str(exc).split()) or type(exc).__name__)
+        return AudioError(f"cannot decode audio file {self.name} ({reason}): {AUDIO_FIX}")
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """float32 ``(n, channels)`` blocks of about :data:`DECODE_BLOCK_SAMPLES` samples."""
+        frames = max(1, DECODE_BLOCK_SAMPLES // max(1, self.channels))
+        if self._sf is None:
+            for start in range(0, self.frames, frames):
+                yield _wav_to_float(self._data[start : start + frames]).reshape(-1, self.channels)
+            return
+        while True:
+            try:
+                with native_stderr_to_log():
+                    block = self._sf.read(frames, dtype="float32", always_2d=True)
+            except Exception as exc:  # a file damaged after its header
+                raise self._undecodable(exc) from None
+            if block.shape[0] == 0:
+                return
+            yield block
+
+    def close(self) -> None:
+        if self._sf is not None:
+            self._sf.close()
+            self._sf = None
+        self._data = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> _Decoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _map_wav_scipy(fd: int) -> tuple[int, np.ndarray]:
+    """``scipy.io.wavfile`` without soundfile: the samples memory-mapped where it can."""
     import scipy.io.wavfile
 
-    rate, data = scipy.io.wavfile.read(str(path))
+    with os.fdopen(fd, "rb", closefd=False) as fh:
+        try:
+            rate, data = scipy.io.wavfile.read(fh, mmap=True)
+        except ValueError:  # 24-bit and some others cannot be mapped: read them whole
+            fh.seek(0)
+            rate, data = scipy.io.wavfile.read(fh)
+    return int(rate), data
+
+
+def _wav_to_float(data: np.ndarray) -> np.ndarray:
     if data.dtype == np.uint8:
-        data = (data.astype(np.float32) - 128.0) / 128.0
-    elif data.dtype == np.int16:
-        data = data.astype(np.float32) / 32768.0
-    elif data.dtype == np.int32:  # 24-bit is read left-justified into int32
-        data = data.astype(np.float32) / 2147483648.0
-    else:
-        data = data.astype(np.float32)
-    return data, int(rate)
+        return (data.astype(np.float32) - 128.0) / 128.0
+    if data.dtype == np.int16:
+        return data.astype(np.float32) / 32768.0
+    if data.dtype == np.int32:  # 24-bit is read left-justified into int32
+        return data.astype(np.float32) / 2147483648.0
+    return data.astype(np.float32)
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file to float32 ``(n,)`` or ``(n, channels)`` at its own rate."""
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(f"audio file not found: {path}: check the path")
-    if not path.is_file():
-        raise AudioError(f"not an audio file: {path} is a directory; give a file")
-    try:
-        import soundfile
-    except ImportError:  # minimal device install: WAV only
-        soundfile = None
-    try:
-        if soundfile is not None:
-            with native_stderr_to_log():  # mpg123 warns on fd 2 about broken MP3s
-                data, rate = soundfile.read(str(path), dtype="float32", always_2d=False)
-        elif path.suffix.lower() in (".wav", ".wave"):
-            data, rate = _read_wav_scipy(path)
-        else:
-            raise AudioError(
-                f"cannot read {path.name} without soundfile: install it "
-                "(pip install soundfile) or convert the file to WAV"
-            )
-    except AudioError:
-        raise
-    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, ...
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise AudioError(
-            f"cannot decode audio file {path} ({reason}): use a wav, flac, ogg/opus or mp3 file"
-        ) from None
-    return np.asarray(data, dtype=np.float32), int(rate)
+    """Decode a (short) file to float32 ``(n,)`` or ``(n, channels)`` at its own rate."""
+    with _Decoder(Path(path)) as dec:
+        blocks = list(dec.blocks())
+        rate, channels = dec.rate, dec.channels
+    data = np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)
+    return (data[:, 0] if channels == 1 else data), rate
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:
@@ -204,28 +333,58 @@ def check_finite(samples: np.ndarray, what: str) -> None:
 MAX_FILE_PEAK = 8.0
 
 
+class _Growing:
+    """A float32 array filled front to back; grows and shrinks in place (``realloc``, which
+    remaps large blocks rather than copying them), so there is never a second full copy."""
+
+    def __init__(self, reserve: int) -> None:
+        self.buf = np.empty(max(1024, reserve), dtype=np.float32)
+        self.n = 0
+
+    def add(self, y: np.ndarray) -> None:
+        end = self.n + y.shape[0]
+        if end > self.buf.shape[0]:
+            self.buf.resize(max(end, 2 * self.buf.shape[0]), refcheck=False)
+        self.buf[self.n : end] = y
+        self.n = end
+
+    def result(self) -> np.ndarray:
+        self.buf.resize(self.n, refcheck=False)
+        return self.buf
+
+
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Any file soundfile reads -> mono float32 at ``sample_rate`` (polyphase resampling).
 
-    Raises :class:`AudioError` (one line) for a missing, unreadable, empty,
-    non-finite or unnormalised (peak above :data:`MAX_FILE_PEAK`) file; warns when the
-    file's rate is below ``sample_rate`` (the top of the model's band is missing).
+    Decoded, mixed down and resampled in blocks: memory holds the result at the model's
+    rate, never the file at its own rate and channel count. Raises :class:`AudioError`
+    (one line) for a missing, unusable (directory, FIFO, device, no permission),
+    unreadable, empty, non-finite or unnormalised (peak above :data:`MAX_FILE_PEAK`) file
+    and for a sample rate outside [MIN_FILE_RATE, MAX_FILE_RATE]; warns when the file's
+    rate is below ``sample_rate`` (the top of the model's band is missing).
     """
-    data, rate = read_audio(path)
-    if data.size == 0:
-        raise AudioError(f"audio file {path} is empty (0 samples): give a file with sound in it")
-    check_finite(data, f"audio file {path}")
-    peak = max(float(data.max()), -float(data.min()))  # no full-size |data| temporary
-    if peak > MAX_FILE_PEAK:
-        raise AudioError(
-            f"audio file {path} has samples up to {peak:.4g}, far outside [-1, 1] (float "
-            "samples that were never normalised): normalise or re-export it"
-        )
-    if rate < sample_rate:
-        log.warning("%s is sampled at %d Hz: nothing above %.0f Hz reaches the model, which "
-                    "listens up to %.0f Hz; expect lower accuracy", path, rate, rate / 2,
-                    sample_rate / 2)
-    return resample(to_mono(data), rate, sample_rate)
+    what = f"audio file {display(path)}"
+    with _Decoder(Path(path)) as dec:
+        if dec.rate < sample_rate:
+            log.warning("%s is sampled at %d Hz: nothing above %.0f Hz reaches the model, "
+                        "which listens up to %.0f Hz; expect lower accuracy", display(path),
+                        dec.rate, dec.rate / 2, sample_rate / 2)
+        rs = StreamingResampler(dec.rate, sample_rate)
+        expected = min(max(0, dec.frames) * rs.up // rs.down + 1, _MAX_RESERVE_S * sample_rate)
+        out = _Growing(expected)
+        for block in dec.blocks():
+            check_finite(block, what)
+            peak = max(float(block.max()), -float(block.min()))  # no |block| temporary
+            if peak > MAX_FILE_PEAK:
+                raise AudioError(
+                    f"{what} has samples up to {peak:.4g}, far outside [-1, 1] (float samples "
+                    "that were never normalised): normalise or re-export it"
+                )
+            out.add(rs.push(block[:, 0] if block.shape[1] == 1 else to_mono(block)))
+        if rs.samples_in == 0:
+            raise AudioError(f"{what} is empty (0 samples): give a file with sound in it")
+        out.add(rs.flush())
+    return out.result()
 
 
 # -- buffering ----------------------------------------------------------------------

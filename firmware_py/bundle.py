@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ from typing import Any
 
 from .errors import BundleError, GenreEdgeError
 from .features import FrontendParams
+from .files import open_regular, read_regular_bytes
+from .text import display
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -42,6 +45,10 @@ DEFAULT_FILENAMES = {
     "embedding": "model_embedding.tflite",
 }
 REQUIRED_KEYS = ("schema_version", "labels", "frontend", "inference", "files")
+#: Largest manifest read (the shipped one is 5 KB): a bigger one is not a manifest.
+MAX_MANIFEST_BYTES = 8 << 20
+#: Longest label or bundle name (both are shown on a 800x480 display and in topics' payloads).
+MAX_NAME_CHARS = 64
 FIX = "re-create it with 'genre-edge convert' or re-install genre-edge"
 
 
@@ -107,6 +114,12 @@ class Bundle:
         return model
 
 
+def name_ok(name: Any) -> bool:
+    """A label or bundle name that prints as itself on one line: a string of printable
+    characters (no newline, tab, escape or other control character), not too long."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and name.isprintable()
+
+
 def hop_s_ok(hop_s: Any) -> bool:
     """A usable inference hop: a finite number of seconds in (0, MAX_HOP_S]."""
     return (isinstance(hop_s, (int, float)) and not isinstance(hop_s, bool)
@@ -120,7 +133,7 @@ def hop_frames_for(hop_s: float, frontend: FrontendParams) -> int:
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with os.fdopen(open_regular(path, BundleError, FIX), "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -149,12 +162,19 @@ def check_embedding_shapes(bundle: Bundle, model: Any) -> None:
 
 
 def check_model_shapes(bundle: Bundle, model: Any) -> None:
-    """The model's input must be one front-end window, its output one score per label."""
+    """The model's input must be one front-end window, its output one score per label:
+    ``(1, labels)`` or ``(labels,)``. The one check of the model's output, for ``classify``
+    and ``listen`` alike (a (1, 2, 2) output holds 4 scores, not 2)."""
     _check_input_shape(bundle, model)
-    n_out = model.output_shape[-1]
-    if n_out != len(bundle.labels):
+    shape = tuple(model.output_shape)
+    if len(shape) not in (1, 2) or math.prod(shape) != shape[-1]:
         raise BundleError(
-            f"bundle {bundle.path}: model has {n_out} outputs but the manifest lists "
+            f"bundle {bundle.path}: model output shape {list(shape)} is not one score per "
+            f"label (a vector [1, labels]): {FIX}"
+        )
+    if shape[-1] != len(bundle.labels):
+        raise BundleError(
+            f"bundle {bundle.path}: model has {shape[-1]} outputs but the manifest lists "
             f"{len(bundle.labels)} labels: {FIX}"
         )
 
@@ -176,10 +196,12 @@ def read_manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:
             f"{MANIFEST}"
         )
     manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
+    if not os.path.lexists(manifest_path):
         raise BundleError(f"bundle {root} has no {MANIFEST}: not a genre-edge bundle; {FIX}")
+    raw = read_regular_bytes(manifest_path, BundleError, FIX, limit=MAX_MANIFEST_BYTES,
+                             what="bundle manifest")
     try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise BundleError(f"bundle {root}: {MANIFEST} is not UTF-8 text (corrupt): {FIX}") from None
     except json.JSONDecodeError as exc:
@@ -207,7 +229,7 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
     root, data = read_manifest(path)
     version = data.get("schema_version")
     _require(
-        isinstance(version, int),
+        isinstance(version, int) and not isinstance(version, bool),  # true == 1 in Python
         f"bundle {root}: schema_version is missing or not an integer: {FIX}",
     )
     if version > SCHEMA_VERSION:
@@ -228,6 +250,18 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
         f"bundle {root}: labels must be a non-empty list of names: {FIX}",
     )
     _require(len(set(labels)) == len(labels), f"bundle {root}: labels repeat: {FIX}")
+    # A label is printed in every console line and published in every state: one with a
+    # newline or an escape sequence would split a state over two lines or drive the terminal.
+    bad = next((x for x in labels if not name_ok(x)), None)
+    _require(bad is None, f"bundle {root}: label {repr(bad)[:80]} is not a plain name "
+                          f"(control characters or over {MAX_NAME_CHARS} characters): {FIX}")
+    for key in ("smoothing", "provenance", "metrics"):
+        _require(data.get(key) is None or isinstance(data[key], dict),
+                 f"bundle {root}: {key} must be an object, got {type(data[key]).__name__}: {FIX}")
+    name = data.get("name")
+    _require(name in (None, "") or name_ok(name),
+             f"bundle {root}: name {repr(name)[:80]} is not a plain name (control characters "
+             f"or over {MAX_NAME_CHARS} characters): {FIX}")
 
     _require(isinstance(data["frontend"], dict), f"bundle {root}: frontend is not an object: {FIX}")
     try:
@@ -284,7 +318,7 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
         smoothing=_smoothing_defaults(root, data.get("smoothing") or {}),
         provenance=dict(data.get("provenance") or {}),
         metrics=dict(data.get("metrics") or {}),
-        name=str(data.get("name") or root.name),
+        name=name or display(root.name),
         files=dict(files),
     )
     if check_model:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .audio import load_audio
 from .bundle import Bundle
-from .errors import AudioError
+from .errors import AudioError, GenreEdgeError
 from .features import logmel, windows
 
 
@@ -73,7 +73,15 @@ def classify_file(path: str | Path, bundle: Bundle, model: Any) -> FileResult:
             f"{gate:.0f} dBFS): nothing to classify; check the recording level"
         )
     probs = model.predict_many(wins)
-    mean = probs.mean(axis=0)
+    # A window the model answered with NaN/Inf is left out of the vote, as the device's
+    # smoother leaves it out; a model that never gives a number is refused.
+    usable = np.isfinite(probs).all(axis=1)
+    if not usable.any():
+        raise GenreEdgeError(
+            f"the model gave NaN/Inf probabilities for every window of {path}: the bundle's "
+            "model is broken; re-create the bundle"
+        )
+    mean = probs[usable].mean(axis=0)
     best = int(mean.argmax())
     return FileResult(
         file=str(path),

@@ -123,9 +123,20 @@ def _bench_device(args: argparse.Namespace, source: Path) -> dict:
     return result
 
 
+#: Bounds of bench's --seconds and --repeats: beyond them a run takes hours (or, for the
+#: front-end bench, asks for the whole audio in memory at once), a typo rather than a plan;
+#: the day-long memory run is 'python -m firmware_py.bench.longrun'.
+MAX_BENCH_SECONDS = 3600.0
+MAX_BENCH_REPEATS = 1000
+
+
 def _bench_run(args: argparse.Namespace) -> int:
-    if (args.seconds is not None and args.seconds <= 0) or args.repeats <= 0:
-        raise GenreEdgeError("--seconds and --repeats must be > 0")
+    if args.seconds is not None and not 0 < args.seconds <= MAX_BENCH_SECONDS:  # NaN fails too
+        raise GenreEdgeError(f"--seconds {args.seconds:g} is out of range: give seconds in "
+                             f"(0, {MAX_BENCH_SECONDS:g}]")
+    if not 0 < args.repeats <= MAX_BENCH_REPEATS:
+        raise GenreEdgeError(f"--repeats {args.repeats} is out of range: give 1 to "
+                             f"{MAX_BENCH_REPEATS}")
     source = Path(args.input) if args.input else DEMO_CLIP
     if args.stage == "frontend":
         result = _bench_frontend(args, source)
@@ -159,6 +170,8 @@ def _classify_configure(p: argparse.ArgumentParser) -> None:
 def _classify_run(args: argparse.Namespace) -> int:
     from .bundle import default_bundle_path, load_bundle
     from .classify import classify_file, timeline
+    from .errors import skip_reason
+    from .text import display, json_line
 
     bundle = load_bundle(args.bundle or default_bundle_path())
     model = bundle.open_model(threads=args.threads)
@@ -166,11 +179,11 @@ def _classify_run(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             result = classify_file(path, bundle, model)
-        except GenreEdgeError as exc:
+            states = timeline(result, bundle) if args.timeline else []
+        except Exception as exc:  # noqa: BLE001 - one bad file of any kind skips that file
             failures += 1
-            print(f"genre-edge: error: {exc}", file=sys.stderr)
+            print(f"genre-edge: error: {skip_reason(exc, path)}", file=sys.stderr, flush=True)
             continue
-        states = timeline(result, bundle) if args.timeline else []
         if args.json:
             record = result.to_json()
             if args.timeline:
@@ -178,10 +191,10 @@ def _classify_run(args: argparse.Namespace) -> int:
                     {"t_s": round(s.t_s, 2), "genre": s.genre,
                      "confidence": round(s.confidence, 4)} for s in states
                 ]
-            print(json.dumps(record), flush=True)
+            print(json_line(record), flush=True)
             continue
         probs = "  ".join(f"{k} {100 * v:.1f}%" for k, v in result.probabilities.items())
-        print(f"{path}: {result.genre} ({100 * result.confidence:.1f}%)   {probs}   "
+        print(f"{display(path)}: {result.genre} ({100 * result.confidence:.1f}%)   {probs}   "
               f"[{result.windows} windows, {result.duration_s:.1f} s]", flush=True)
         for s in states:
             mark = "*" if s.changed else " "

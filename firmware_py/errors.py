@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .text import display
+
 
 class GenreEdgeError(Exception):
     """A user-facing error: one line, says what is wrong and how to fix it."""
@@ -16,8 +18,9 @@ class GenreEdgeError(Exception):
     exit_code = 2
 
     def __init__(self, message: str) -> None:
-        # One line, always: multi-line messages break log parsers and the CLI contract.
-        super().__init__(" ".join(str(message).split()))
+        # One printable line, always: multi-line messages break log parsers and the CLI
+        # contract, and a name with escape sequences in it must not drive the terminal.
+        super().__init__(display(" ".join(str(message).split())))
 
 
 class AudioError(GenreEdgeError):
@@ -48,3 +51,18 @@ def brief(value: Any, limit: int = 60) -> str:
         return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def skip_reason(exc: BaseException, path: object) -> str:
+    """The one line a batch (classify, index, train's caching) prints for a file it skips.
+
+    A :class:`GenreEdgeError` says what is wrong already; anything else (a decoder bug, a
+    ``MemoryError``) is named with the file, so that one bad file of any kind costs that
+    file only, never the run.
+    """
+    if isinstance(exc, GenreEdgeError):
+        return str(exc)
+    reason = " ".join(str(exc).split())
+    reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    return display(f"cannot process {path} ({reason[:300]}): skipped; check the file, and "
+                   "report this error if the file plays elsewhere")

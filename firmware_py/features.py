@@ -103,20 +103,23 @@ class FrontendParams:
         window_problem = _window_problem(self.window)
         if window_problem:
             problems.append(window_problem)
-        if self.sample_rate <= 0:
-            problems.append("sample_rate must be > 0")
-        if self.n_fft <= 0 or self.win_length <= 0 or self.win_length > self.n_fft:
-            problems.append("need 0 < win_length <= n_fft")
-        if self.hop_length <= 0:
-            problems.append("hop_length must be > 0")
-        if self.n_mels <= 0:
-            problems.append("n_mels must be > 0")
+        if not 0 < self.sample_rate <= MAX_SAMPLE_RATE:
+            problems.append(f"need 0 < sample_rate <= {MAX_SAMPLE_RATE}")
+        if not (0 < self.win_length <= self.n_fft <= MAX_N_FFT):
+            problems.append(f"need 0 < win_length <= n_fft <= {MAX_N_FFT}")
+        if not 0 < self.hop_length <= self.n_fft:
+            problems.append("need 0 < hop_length <= n_fft (a longer hop skips audio)")
+        if not 0 < self.n_mels <= MAX_N_MELS:
+            problems.append(f"need 0 < n_mels <= {MAX_N_MELS}")
         if not (0 <= self.fmin < self.fmax <= self.sample_rate / 2):
             problems.append("need 0 <= fmin < fmax <= sample_rate / 2")
         if self.amin <= 0:
             problems.append("amin must be > 0")
-        if self.window_frames <= 0:
-            problems.append("window_frames must be > 0")
+        if not 0 < self.window_frames <= MAX_WINDOW_FRAMES:
+            problems.append(f"need 0 < window_frames <= {MAX_WINDOW_FRAMES}")
+        elif not problems and self.window_s > MAX_WINDOW_S:
+            problems.append(f"a model window of {self.window_s:.4g} s is longer than "
+                            f"{MAX_WINDOW_S:g} s")
         if self.compression not in COMPRESSIONS:
             problems.append(f"compression must be one of {', '.join(COMPRESSIONS)}, "
                             f"got {self.compression!r}")
@@ -174,6 +177,16 @@ class FrontendParams:
 
 
 COMPRESSIONS = ("log", "pcen")
+#: Upper bounds of the front-end's sizes. Every one is far beyond any sensible front-end
+#: (16 kHz, 512-point FFT, 64 mels, 300 frames); past them a manifest is damaged or hostile
+#: and would ask for gigabytes (the mel matrix is n_mels x (n_fft / 2 + 1) float64, a
+#: window window_frames x n_mels): 192 kHz is the fastest studio rate, 65536 samples are
+#: 1.4 s at 48 kHz, 512 mels are 8x the default, and no genre model looks at a minute at once.
+MAX_SAMPLE_RATE = 192_000
+MAX_N_FFT = 65_536
+MAX_N_MELS = 512
+MAX_WINDOW_FRAMES = 12_000
+MAX_WINDOW_S = 60.0
 PCEN_FIELDS = ("pcen_time_constant_s", "pcen_gain", "pcen_bias", "pcen_power", "pcen_eps")
 
 

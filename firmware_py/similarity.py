@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle, BundleError
-from .errors import GenreEdgeError, brief
+from .errors import GenreEdgeError, brief, skip_reason
+from .files import open_regular, path_problem
+from .text import display
 
 INDEX_FORMAT = "genre-edge-index"
 INDEX_VERSION = 1
@@ -153,6 +155,7 @@ class Index:
             raise SimilarityIndexError(f"similarity index not found: {path}: {build}")
         if path.is_dir():
             raise SimilarityIndexError(f"{path} is a directory, not a similarity index (.npz): {build}")
+        os.close(open_regular(path, SimilarityIndexError, build, "similarity index"))  # FIFO...
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"][()]))
@@ -273,10 +276,28 @@ class IndexStats:
 
 
 def audio_files(folder: Path) -> list[Path]:
-    """Audio files under ``folder``, recursively, in a stable order; hidden entries skipped."""
+    """Audio files under ``folder``, recursively, in a stable order; hidden entries skipped.
+
+    Symbolically linked folders are followed (a music library is often assembled from
+    links), each real folder once (under its own path where it has one): a link back up
+    the tree (a cycle) is not entered again.
+    """
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: done already
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        # Real sub-folders before links, so that a folder that is also linked is indexed
+        # under its own path.
+        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")),
+                             key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d))
         for name in sorted(filenames):
             if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_SUFFIXES:
                 found.append(Path(dirpath) / name)
@@ -322,8 +343,9 @@ def build_index(
         seen.add(rel)
         try:
             st = path.stat()
-        except OSError:
-            continue  # vanished while we walked
+        except OSError as exc:  # a broken link, a file that vanished while we walked
+            stats.failed.append(f"{display(rel)}: {path_problem(path) or exc}")
+            continue
         prev = previous.get(rel)
         if prev and prev[0]["size"] == st.st_size and prev[0]["mtime_ns"] == st.st_mtime_ns:
             tracks.append(prev[0])
@@ -336,8 +358,8 @@ def build_index(
             progress(n, len(files), rel, "updating" if prev else "adding")
         try:
             vec, n_windows, duration_s = embed_file(path, bundle, model)
-        except GenreEdgeError as exc:
-            stats.failed.append(f"{rel}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one bad file of any kind skips that file
+            stats.failed.append(f"{display(rel)}: {skip_reason(exc, rel)}")
             continue
         tracks.append({"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                        "duration_s": round(duration_s, 3), "windows": n_windows})

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from .cli import Command
 from .errors import GenreEdgeError
+from .text import display
 
 INDEX_ENV = "GENRE_EDGE_INDEX"
 
@@ -43,10 +43,11 @@ class _Progress:
             return
         width = len(str(total))
         if self.tty:
-            line = f"[{done:>{width}}/{total}] {action:<9} {rel}"[:110]
+            line = f"[{done:>{width}}/{total}] {action:<9} {display(rel)}"[:110]
             print(f"\r{line:<110}", end="" if done < total else "\n", file=sys.stderr, flush=True)
         elif action != "unchanged":
-            print(f"[{done:>{width}}/{total}] {action} {rel}", file=sys.stderr, flush=True)
+            print(f"[{done:>{width}}/{total}] {action} {display(rel)}", file=sys.stderr,
+                  flush=True)
 
 
 # -- index -------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def _index_run(args: argparse.Namespace) -> int:
                                progress=progress)
     for failure in stats.failed:
         print(f"genre-edge: warning: skipped {failure}", file=sys.stderr)
-    print(f"{out}: {stats.summary()}, {index.embeddings.shape[1]}-d embeddings from bundle "
+    print(f"{display(out)}: {stats.summary()}, {index.embeddings.shape[1]}-d embeddings from bundle "
           f"'{bundle.name}' (model {index.model_sha256[:12]})", flush=True)
     return 1 if stats.failed else 0
 
@@ -105,7 +106,9 @@ def _similar_configure(p: argparse.ArgumentParser) -> None:
 
 
 def _similar_run(args: argparse.Namespace) -> int:
+    from .errors import skip_reason
     from .similarity import Index, embed_file
+    from .text import json_line
 
     if args.top < 1:
         raise GenreEdgeError(f"--top {args.top}: give at least 1")
@@ -119,24 +122,24 @@ def _similar_run(args: argparse.Namespace) -> int:
         try:
             # An indexed, unchanged file already has its embedding: no decoding needed.
             vec = idx.embeddings[row] if row is not None else embed_file(path, bundle, model)[0]
-        except GenreEdgeError as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad file of any kind skips that file
             failures += 1
-            print(f"genre-edge: error: {exc}", file=sys.stderr)
+            print(f"genre-edge: error: {skip_reason(exc, path)}", file=sys.stderr, flush=True)
             continue
         exclude = [row] if (args.exclude_self and row is not None) else []
         if args.exclude_self and row is None:  # indexed but changed since: still itself
             exclude = [i for i in range(len(idx)) if idx.path_of(i) == Path(path).resolve()]
         neighbours = idx.query(vec, top=args.top, exclude=exclude)
         if args.json:
-            print(json.dumps({
+            print(json_line({
                 "file": str(path), "index": str(index_path), "tracks": len(idx),
                 "model": idx.model_sha256[:12],
                 "neighbours": [n.to_json() for n in neighbours],
             }), flush=True)
             continue
-        print(f"{path}: {len(neighbours)} nearest of {len(idx)} indexed tracks")
+        print(f"{display(path)}: {len(neighbours)} nearest of {len(idx)} indexed tracks")
         for n in neighbours:
-            print(f"  {n.rank:>2}. {n.similarity:6.3f}  {n.path}", flush=True)
+            print(f"  {n.rank:>2}. {n.similarity:6.3f}  {display(n.path)}", flush=True)
     if failures == len(args.files):
         return 2
     return 1 if failures else 0

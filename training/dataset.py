@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware_py.errors import AudioError, GenreEdgeError
+from firmware_py.errors import AudioError, GenreEdgeError, skip_reason
 from firmware_py.features import DEFAULT_PARAMS, FrontendParams, windows
 
 log = logging.getLogger(__name__)
@@ -197,8 +197,8 @@ def _cache_worker(job: tuple[str, dict[str, Any], str]) -> tuple[str, str | None
     try:
         _compute_and_store(Path(path), FrontendParams.from_dict(params), Path(target))
         return path, None
-    except AudioError as exc:
-        return path, str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad file of any kind skips that file
+        return path, skip_reason(exc, path)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
 from .dataset import SPLITS, default_cache_dir, load_run_splits
+from .runfolder import read_run
 
 REPORT_KEYS = ("window_accuracy", "track_accuracy_mean_vote", "track_accuracy_majority_vote",
                "macro_f1", "window_macro_f1", "per_class", "confusion")
@@ -96,12 +97,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, verbose: int = 1,
     if split not in SPLITS:
         raise GenreEdgeError(f"unknown --split '{split}': use one of {', '.join(SPLITS)}")
     run_json = run_dir / "run.json"
-    if not run_json.is_file() or not (run_dir / "model.keras").is_file():
-        raise GenreEdgeError(
-            f"{run_dir} is not a finished training run (needs run.json and model.keras): "
-            "train first with 'genre-edge train'"
-        )
-    run = json.loads(run_json.read_text())
+    run = read_run(run_dir)  # every file and key it reads, checked: a damaged run is one line
     labels = list(run["labels"])
     frontend = FrontendParams.from_dict(run["frontend"])
     window_frames = int(run["frontend"]["window_frames"])

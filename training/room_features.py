@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_py.errors import AudioError, GenreEdgeError
+from firmware_py.errors import AudioError, GenreEdgeError, skip_reason
 
 from .dataset import Track, cache_key, load_cached, progress_bar, save_npy_atomic
 from .rooms import Condition, RoomSet, render
@@ -113,8 +113,8 @@ def _worker(i: int) -> tuple[int, str | None]:
     try:
         compute_and_store(_JOBS[i])
         return i, None
-    except AudioError as exc:
-        return i, str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad file of any kind skips that file
+        return i, skip_reason(exc, _JOBS[i][0].track.path)
 
 
 def build_room_cache(items: Sequence[RoomTrack], *, workers: int | None = None,
@@ -164,8 +164,8 @@ def _run(job: list[RoomTrack]) -> tuple[str, str | None]:
     try:
         compute_and_store(job)
         return str(job[0].track.path), None
-    except AudioError as exc:
-        return str(job[0].track.path), str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad file of any kind skips that file
+        return str(job[0].track.path), skip_reason(exc, job[0].track.path)
 
 
 def require_rooms_ok(items: Sequence[RoomTrack], failed: dict[str, str], what: str) -> list[RoomTrack]:

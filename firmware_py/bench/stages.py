@@ -19,7 +19,7 @@ import numpy as np
 
 from ..audio import StreamingResampler
 from ..bundle import Bundle
-from ..errors import DeviceError, GenreEdgeError
+from ..errors import AudioError, DeviceError, GenreEdgeError
 from ..features import FrontendParams, StreamingLogMel, logmel
 from ..inference import EDGETPU_LIBRARY
 from .common import failed, gc_paused, loop_to, not_present, summarize_ms, time_calls
@@ -123,6 +123,9 @@ def real_windows(audio: np.ndarray, params: FrontendParams, count: int = 16) -> 
     """``count`` real log-mel windows spread over ``audio`` (model-rate samples)."""
     feats = logmel(audio, params)
     w = params.window_frames
+    if feats.shape[0] == 0:
+        raise AudioError(f"the benchmark input holds {audio.shape[0]} samples, less than one "
+                         f"analysis frame ({params.n_fft}): give a longer --input")
     if feats.shape[0] < w:
         feats = np.concatenate([feats] * int(np.ceil(w / feats.shape[0]) + 1))
     starts = np.linspace(0, feats.shape[0] - w, num=count).astype(int)

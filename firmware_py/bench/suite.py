@@ -116,9 +116,13 @@ def run_bench(
                      "stage_audio_s": STAGE_AUDIO_S,
                      "fast_audio_s": FAST_AUDIO_PER_SECOND * seconds},
     }
-    doc["device"] = _section("device", describe_device, progress)
+    # The bundle and the input first: a bad one is the command's one-line error, before
+    # any progress line.
     bundle = load_bundle(bundle_path)
     fe = bundle.frontend
+    audio = load_audio(input_path, fe.sample_rate)
+    windows = real_windows(audio, fe)
+    doc["device"] = _section("device", describe_device, progress)
     doc["bundle"] = {
         "path": str(bundle.path), "name": bundle.name, "labels": bundle.labels,
         "sample_rate_hz": fe.sample_rate, "window_frames": fe.window_frames,
@@ -126,8 +130,6 @@ def run_bench(
         "files": {key: {"path": e["path"], "bytes": (bundle.path / e["path"]).stat().st_size}
                   for key, e in bundle.files.items()},
     }
-    audio = load_audio(input_path, fe.sample_rate)
-    windows = real_windows(audio, fe)
     cores = int(doc["device"]["cores"]) if isinstance(doc["device"], dict) else 1
     budget_s = min(2.0, max(0.2, seconds / 10.0))
 
