@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .cli import Command
 from .errors import GenreEdgeError
@@ -164,7 +165,39 @@ def _classify_configure(p: argparse.ArgumentParser) -> None:
                    help="JSON lines: file, genre, confidence, probabilities")
     p.add_argument("--timeline", action="store_true",
                    help="also show the smoothed genre per window, as the device would publish it")
+    p.add_argument("--labelled", action="store_true",
+                   help="score recordings of known genres: each file's folder name is its true "
+                        "genre (recordings/jazz/take1.wav; folders are searched for audio "
+                        "files); ends with the accuracy, per-genre recall and confusions")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+
+
+def _labelled_files(paths: list[str], labels: list[str]) -> list[str]:
+    """Files of ``paths`` (folders searched recursively) for ``--labelled``."""
+    from .similarity import audio_files
+
+    out: list[str] = []
+    for p in paths:
+        out += [str(f) for f in audio_files(Path(p))] if Path(p).is_dir() else [p]
+    if not out:
+        raise GenreEdgeError(f"no audio files in {', '.join(paths)}: record clips into "
+                             f"folders named after genres ({', '.join(labels[:3])}, ...)")
+    return out
+
+
+def _score_summary(scored: list[tuple[str, str]], labels: list[str]) -> dict[str, Any]:
+    """Accuracy, per-genre recall and the confusions of ``(true, predicted)`` pairs."""
+    correct = sum(t == p for t, p in scored)
+    per = {g: [sum(1 for t, p in scored if t == g and p == g), sum(1 for t, _ in scored if t == g)]
+           for g in labels if any(t == g for t, _ in scored)}
+    confusions: dict[str, int] = {}
+    for t, p in scored:
+        if t != p:
+            confusions[f"{t} -> {p}"] = confusions.get(f"{t} -> {p}", 0) + 1
+    return {"files": len(scored), "correct": correct,
+            "accuracy": correct / len(scored) if scored else None,
+            "recall": {g: {"correct": c, "files": n} for g, (c, n) in per.items()},
+            "confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1]))}
 
 
 def _classify_run(args: argparse.Namespace) -> int:
@@ -175,8 +208,17 @@ def _classify_run(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle or default_bundle_path())
     model = bundle.open_model(threads=args.threads)
+    files = _labelled_files(args.files, bundle.labels) if args.labelled else args.files
     failures = 0
-    for path in args.files:
+    scored: list[tuple[str, str]] = []
+    for path in files:
+        truth = Path(path).parent.name
+        if args.labelled and truth not in bundle.labels:
+            failures += 1
+            print(f"genre-edge: error: {display(path)} is in a folder named {display(truth)}, "
+                  f"which is not a genre of the model: put it in a folder named one of "
+                  f"{', '.join(bundle.labels)}", file=sys.stderr, flush=True)
+            continue
         try:
             result = classify_file(path, bundle, model)
             states = timeline(result, bundle) if args.timeline else []
@@ -184,6 +226,8 @@ def _classify_run(args: argparse.Namespace) -> int:
             failures += 1
             print(f"genre-edge: error: {skip_reason(exc, path)}", file=sys.stderr, flush=True)
             continue
+        if args.labelled:
+            scored.append((truth, result.genre))
         if args.json:
             record = result.to_json()
             if args.timeline:
@@ -199,7 +243,17 @@ def _classify_run(args: argparse.Namespace) -> int:
         for s in states:
             mark = "*" if s.changed else " "
             print(f"  {s.t_s:7.1f} s {mark} {s.genre:<12} {100 * s.confidence:5.1f}%")
-    if failures == len(args.files):
+    if scored:
+        summary = _score_summary(scored, bundle.labels)
+        if args.json:
+            print(json_line({"summary": summary}), flush=True)
+        else:
+            recall = ", ".join(f"{g} {r['correct']}/{r['files']}" for g, r in summary["recall"].items())
+            worst = ", ".join(f"{k} ({v})" for k, v in list(summary["confusions"].items())[:5])
+            print(f"labelled: {summary['correct']} of {summary['files']} files right "
+                  f"({100 * summary['accuracy']:.1f}%); recall {recall}"
+                  + (f"; most confused: {worst}" if worst else ""), flush=True)
+    if failures == len(files):
         return 2  # nothing classified: a usage error, like every other one
     return 1 if failures else 0
 

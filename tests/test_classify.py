@@ -125,3 +125,28 @@ def test_device_pipeline_sees_the_windows_classify_sees_for_any_hop(bundle, hop_
     assert np.allclose([h.t_s for h in hops], [s.t_s for s in states], atol=1e-9)
     assert np.allclose(np.stack([h.probabilities for h in hops]), result.window_probabilities, atol=1e-6)
     assert [h.state.genre for h in hops] == [s.genre for s in states]
+
+
+def test_labelled_recordings_are_scored(tmp_path, capsys, bundle) -> None:
+    """A user's own recordings, one folder per genre, scored with the device's model."""
+    rows = [r for r in manifest_rows(split="test") if r["genre"] in bundle.labels]
+    picked = {}
+    for r in rows:
+        picked.setdefault(r["genre"], []).append(r)
+    for genre, rs in list(picked.items())[:3]:
+        (tmp_path / "rec" / genre).mkdir(parents=True)
+        for r in rs[:2]:
+            (tmp_path / "rec" / genre / Path(r["path"]).name).symlink_to(MUSIC / r["path"])
+    (tmp_path / "rec" / "polka").mkdir()
+    (tmp_path / "rec" / "polka" / "x.opus").symlink_to(MUSIC / rows[0]["path"])
+    code = main(["classify", "--labelled", "--json", str(tmp_path / "rec")])
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    summary = records[-1]["summary"]
+    assert code == 1  # the polka file was refused, the others scored
+    assert "polka" in captured.err and "not a genre of the model" in captured.err
+    assert summary["files"] == 6 == len(records) - 1
+    right = sum(Path(r["file"]).parent.name == r["genre"] for r in records[:-1])
+    assert summary["correct"] == right and summary["accuracy"] == right / 6
+    assert sum(v["files"] for v in summary["recall"].values()) == 6
+    assert sum(summary["confusions"].values()) == 6 - right
