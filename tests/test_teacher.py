@@ -84,6 +84,32 @@ def test_sampler_mixes_one_hot_with_the_teacher_target_at_the_crop_position():
     assert seen == {0, 1, 2}
 
 
+def test_sampler_gives_hints_of_the_teacher_embedding_at_the_crop_and_its_room() -> None:
+    # Hints (the teacher's whole embedding) follow the crop like the targets do, also when
+    # the crop comes from one of the track's room renderings (aligned with the clean clip).
+    frames, wf, n_labels, dim = 900, 300, 2, 5
+    feats = [np.repeat((10000 * i + np.arange(frames, dtype=np.float32))[:, None], 4, 1)
+             for i in range(2)]
+    rooms = [[f + 0.5] for f in feats]  # a "rendering": same frames, marked by +0.5
+    rng = np.random.default_rng(1)
+    soft = [rng.dirichlet(np.ones(n_labels), size=9).astype(np.float32) for _ in range(2)]
+    hints = [rng.normal(size=(9, dim)).astype(np.float32) for _ in range(2)]
+    cfg = TrainConfig(batch_size=16, crops_per_track=8, distill=0.5, clean_p=0.5, hint=1.0)
+    cfg.augment = cfg.augment.none()
+    sampler = WindowSampler(feats, [0, 1], n_labels, wf, cfg, DEFAULT_PARAMS,
+                            np.ones(n_labels, np.float32), soft=soft, soft_hop_frames=99.2,
+                            variants=rooms, hints=hints)
+    x, (y, h), (w, w2) = next(iter(sampler))
+    assert h.shape == (16, dim) and np.array_equal(w, w2)
+    kinds = set()
+    for xi, hi in zip(x[..., 0], h, strict=True):
+        value = float(xi[0, 0])
+        kinds.add(value % 1.0)
+        track, start = divmod(int(value), 10000)
+        assert np.allclose(hi, teacher.target_at(hints[track], start, 99.2), atol=1e-6)
+    assert kinds == {0.0, 0.5}  # clean crops and room crops both drawn
+
+
 def test_cross_fitting_keeps_track_order_and_refuses_tiny_genres():
     rng = np.random.default_rng(0)
     xs, labels = _tracks(rng, 6, 2, 8, separation=3.0)

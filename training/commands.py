@@ -18,7 +18,7 @@ ARCH_WINDOW_FRAMES = {"edge": 300, "edge-l": 300, "edge-xl": 300, "dong2018": 30
 #: Defaults of fit and augmentation settings, kept here so that --help needs no TensorFlow;
 #: keep them equal to ``training.fit.TrainConfig`` and ``training.augment.AugmentParams``.
 TRAIN_DEFAULTS = {"ema": 0.0, "balance": False, "distill": 0.5, "distill_temperature": 1.0,
-                  "teacher_l2": 1.0, "rooms": 0, "clean_p": 0.25, "val_rooms": 2}
+                  "teacher_l2": 1.0, "rooms": 0, "clean_p": 0.25, "val_rooms": 2, "hint": 0.0}
 TEACHER_NAMES = ("musicnn-msd",)  # = training.teacher.TEACHERS, kept here for --help
 AUGMENT_DEFAULTS = {"room_p": 0.0, "mixup_p": 0.0}
 
@@ -30,6 +30,16 @@ def _probability(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _probability_or_more(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 100], got {text}")
     return value
 
 
@@ -144,6 +154,10 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
                    default=TRAIN_DEFAULTS["distill_temperature"],
                    help="softening of the teacher's probabilities, p^(1/T) (default "
                         f"{TRAIN_DEFAULTS['distill_temperature']:g})")
+    k.add_argument("--hint", type=_probability_or_more, default=TRAIN_DEFAULTS["hint"],
+                   help="weight of a second loss: the student's pooled features predict the "
+                        "teacher's whole embedding (training only; default "
+                        f"{TRAIN_DEFAULTS['hint']:g}: off)")
     k.add_argument("--teacher-l2", type=_positive(float), default=TRAIN_DEFAULTS["teacher_l2"],
                    help=f"L2 penalty of the teacher's probe (default {TRAIN_DEFAULTS['teacher_l2']:g})")
     r = p.add_argument_group("rooms (training.rooms: music as the device hears it)")
@@ -186,7 +200,7 @@ def _train_run(args: argparse.Namespace) -> int:
 
     if not args.teacher:
         for flag, key in (("--distill", "distill"), ("--distill-temperature", "distill_temperature"),
-                          ("--teacher-l2", "teacher_l2")):
+                          ("--teacher-l2", "teacher_l2"), ("--hint", "hint")):
             if getattr(args, key) != TRAIN_DEFAULTS[key]:
                 raise GenreEdgeError(f"{flag} only applies with a teacher: add --teacher "
                                      f"{TEACHER_NAMES[0]} or drop {flag}")
@@ -246,7 +260,7 @@ def _train_run(args: argparse.Namespace) -> int:
         seed=args.seed, threads=args.threads, distribute=args.distribute,
         mixed_precision=args.mixed_precision, ema=args.ema, balance=args.balance,
         teacher=args.teacher, distill=args.distill, distill_temperature=args.distill_temperature,
-        teacher_l2=args.teacher_l2, rooms=args.rooms, clean_p=args.clean_p,
+        teacher_l2=args.teacher_l2, hint=args.hint, rooms=args.rooms, clean_p=args.clean_p,
         val_rooms=args.val_rooms, rir_dir=args.rir_dir, noise_dir=args.noise_dir,
         calibrate=not args.no_calibrate, budget_min=args.budget_min or 0.0, augment=aug)
     run = train(spec, splits, labels, frontend, out, cfg, cache_dir=cache_dir,

@@ -99,6 +99,11 @@ class TrainConfig:
     rir_dir, noise_dir : str or None
         A folder of measured room impulse responses / background recordings that replaces
         the simulated training rooms / synthetic noises.
+    hint : float
+        With a teacher: weight of a second loss that makes the student's pooled features
+        predict the teacher's whole embedding (200 penultimate activations + 50 tags,
+        standardised; mean squared error through a linear head used only in training):
+        far more to learn from per window than the 11 probabilities. 0: off.
     budget_min : float
         Train for this many minutes of wall clock (the learning-rate schedule follows the
         clock, ``epochs`` is only an upper bound); 0: the epoch schedule.
@@ -137,6 +142,7 @@ class TrainConfig:
     noise_dir: str | None = None
     calibrate: bool = True
     budget_min: float = 0.0
+    hint: float = 0.0
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,9 +194,11 @@ class WindowSampler:
                  window_frames: int, cfg: TrainConfig, frontend: FrontendParams,
                  weights: np.ndarray, soft: Sequence[np.ndarray] | None = None,
                  soft_hop_frames: float = 100.0,
-                 variants: Sequence[Sequence[np.ndarray]] | None = None) -> None:
+                 variants: Sequence[Sequence[np.ndarray]] | None = None,
+                 hints: Sequence[np.ndarray] | None = None) -> None:
         self.features = features
         self.variants = variants
+        self.hints = hints
         self.labels = np.asarray(labels, dtype=int)
         self.n_labels = n_labels
         self.window_frames = window_frames
@@ -240,6 +248,12 @@ class WindowSampler:
             teacher = np.stack([target_at(self.soft[i], s, self.soft_hop_frames)
                                 for i, s in zip(ids, starts, strict=True)])
             y = (1.0 - self.cfg.distill) * y + self.cfg.distill * teacher
+        self._last_hints = None
+        if self.hints is not None:
+            from .teacher import target_at
+
+            self._last_hints = np.stack([target_at(self.hints[i], s, self.soft_hop_frames)
+                                         for i, s in zip(ids, starts, strict=True)]).astype(np.float32)
         return np.stack(xs).astype(np.float32), y.astype(np.float32)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -255,11 +269,15 @@ class WindowSampler:
                 ids = order[b * bs : (b + 1) * bs]
                 x, y = self._batch(ids, eye)
                 w = self.weights[self.labels[ids]]
+                hints = self._last_hints
                 x, y, w = augment_batch(x, y, w, self.rng, self.cfg.augment,
                                         hop_s=self.frontend.hop_s,
                                         floor_db=self.frontend.log_floor_db,
                                         log_domain=self.frontend.compression == "log")
-                yield x[..., None], y, w
+                if hints is None:
+                    yield x[..., None], y, w
+                else:  # mixup would mix inputs without their hints: refused with --hint
+                    yield x[..., None], (y, hints), (w, w)
 
 
 def predict_tracks(model: Any, tracks: Sequence[Track], window_frames: int, hop_frames: int,
@@ -470,14 +488,23 @@ def train(
     weights = class_weights([t.label for t in train_tracks], n_labels)
     if cfg.balance:
         weights = np.ones_like(weights)
-    soft, teacher_report, soft_hop = None, None, 100.0
+    soft, teacher_report, soft_hop, hints = None, None, 100.0, None
+    if cfg.hint > 0 and (not cfg.teacher or cfg.augment.mixup_p > 0):
+        raise GenreEdgeError("--hint needs --teacher and no mixup: add --teacher "
+                             "musicnn-msd, or drop --hint")
     if cfg.teacher:
         from .teacher import soft_targets, teacher_hop_s
 
+        raw: list[np.ndarray] = []
         soft, teacher_report = soft_targets(
             splits, n_labels, cfg.teacher, seed=cfg.seed, l2=cfg.teacher_l2,
-            temperature=cfg.distill_temperature, progress=bool(verbose))
+            temperature=cfg.distill_temperature, progress=bool(verbose),
+            embeddings_out=raw if cfg.hint > 0 else None)
         soft_hop = teacher_hop_s() / frontend.hop_s
+        if cfg.hint > 0:
+            stacked = np.concatenate(raw)
+            mu, sd = stacked.mean(0), np.maximum(stacked.std(0), 1e-3)
+            hints = [((e - mu) / sd).astype(np.float32) for e in raw]
         if verbose:
             print("teacher " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in teacher_report.items()), flush=True)
@@ -496,7 +523,7 @@ def train(
                                    cfg.val_rooms)
     sampler = WindowSampler(features, [t.label for t in train_tracks], n_labels, wf, cfg,
                             frontend, weights, soft=soft, soft_hop_frames=soft_hop,
-                            variants=variants)
+                            variants=variants, hints=hints)
 
     strategy = _strategy(tf, cfg.distribute)
     mixed = _use_mixed_precision(tf, cfg.mixed_precision)
@@ -508,6 +535,10 @@ def train(
         tf.TensorSpec((cfg.batch_size, n_labels), tf.float32),
         tf.TensorSpec((cfg.batch_size,), tf.float32),
     )
+    if hints is not None:
+        hint_dim = int(hints[0].shape[1])
+        sig = (sig[0], (sig[1], tf.TensorSpec((cfg.batch_size, hint_dim), tf.float32)),
+               (sig[2], sig[2]))
     ds = tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=sig)
     if strategy.num_replicas_in_sync > 1:
         ds = ds.unbatch().batch(global_batch, drop_remainder=True)
@@ -527,10 +558,21 @@ def train(
             schedule = keras.optimizers.schedules.CosineDecay(
                 peak_lr * 0.05 if warmup else peak_lr, max(1, total_steps - warmup), alpha=0.01,
                 warmup_target=peak_lr if warmup else None, warmup_steps=warmup)
-        model.compile(
+        cce = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+        if hints is None:
+            trainee = model
+            losses, weights_, metrics = cce, None, [keras.metrics.CategoricalAccuracy(name="acc")]
+        else:
+            # The hint head reads the pooled features the classifier reads; it is left
+            # behind when the model is exported (only ``model`` is saved).
+            pooled = model.get_layer("logits").input
+            hint_out = keras.layers.Dense(hint_dim, name="hint", dtype="float32")(pooled)
+            trainee = keras.Model(model.input, [model.output, hint_out], name="with_hint")
+            losses, weights_ = [cce, keras.losses.MeanSquaredError()], [1.0, cfg.hint]
+            metrics = [[keras.metrics.CategoricalAccuracy(name="acc")], []]
+        trainee.compile(
             optimizer=_optimizer(keras, preset.optimizer, schedule, cfg.weight_decay, cfg.ema),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
+            loss=losses, loss_weights=weights_, metrics=metrics,
         )
 
     n_params = int(model.count_params())
@@ -548,16 +590,16 @@ def train(
     class TrackLevelCheckpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             t0 = time.time()
-            probs = predict_tracks(self.model, val_tracks, wf, hop_frames)
+            probs = predict_tracks(model, val_tracks, wf, hop_frames)
             m = summarize(probs, [t.label for t in val_tracks], labels)
             room = None
             if val_room:
-                room = summarize(predict_tracks(self.model, val_room, wf, hop_frames),
+                room = summarize(predict_tracks(model, val_room, wf, hop_frames),
                                  [t.label for t in val_room], labels)
             row = {
                 "epoch": epoch + 1,
                 "loss": float((logs or {}).get("loss", float("nan"))),
-                "acc": float((logs or {}).get("acc", float("nan"))),
+                "acc": float((logs or {}).get("acc", (logs or {}).get("probs_acc", float("nan")))),
                 "val_window_accuracy": m["window_accuracy"],
                 "val_track_accuracy": m["track_accuracy_mean_vote"],
                 "val_track_accuracy_majority": m["track_accuracy_majority_vote"],
@@ -575,7 +617,7 @@ def train(
             improved = state["best"] is None or key > state["best"]
             if improved:
                 state.update(best=key, best_epoch=epoch + 1, waited=0)
-                export_float32(self.model, cfg.arch, wf, frontend.n_mels, n_labels, model_path)
+                export_float32(model, cfg.arch, wf, frontend.n_mels, n_labels, model_path)
             else:
                 state["waited"] += 1
             (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
@@ -599,7 +641,7 @@ def train(
     # Our dataset is shuffled by the sampler; Keras warns about its own shuffle flag.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     fit_verbose = 0 if not verbose else (1 if sys.stdout.isatty() else 0)
-    model.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, verbose=fit_verbose,
+    trainee.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, verbose=fit_verbose,
               callbacks=[
                   # EMA weights in the model from the end of each epoch (validation and
                   # checkpoint) to the start of the next; must run before the checkpoint.

@@ -271,7 +271,8 @@ def track_accuracy(probs: Sequence[np.ndarray], labels: Sequence[int]) -> float:
 
 def soft_targets(splits: dict[str, Sequence[Any]], n_labels: int, teacher: str, *,
                  seed: int = 0, l2: float = 1.0, temperature: float = 1.0,
-                 workers: int | None = None, progress: bool = True
+                 workers: int | None = None, progress: bool = True,
+                 embeddings_out: list[np.ndarray] | None = None,
                  ) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Cross-fitted teacher probabilities of every training track, and a report.
 
@@ -287,6 +288,8 @@ def soft_targets(splits: dict[str, Sequence[Any]], n_labels: int, teacher: str, 
         Fold assignment seed and the probe's L2 penalty.
     temperature : float
         Softening of the targets (``p ** (1 / T)``, renormalised).
+    embeddings_out : list or None
+        When given, receives the training tracks' raw teacher embeddings (for hints).
 
     Returns
     -------
@@ -309,6 +312,8 @@ def soft_targets(splits: dict[str, Sequence[Any]], n_labels: int, teacher: str, 
                              f"e.g. {next(iter(stats.failed))}")
     emb = {k: track_embeddings(v, tagger, progress) for k, v in teacher_splits.items()}
     tagger.session.close()
+    if embeddings_out is not None:
+        embeddings_out.extend(emb["train"])
     labels = {k: [t.label for t in v] for k, v in splits.items()}
     targets = cross_fitted_targets(emb["train"], labels["train"], n_labels, seed=seed, l2=l2)
     report: dict[str, Any] = {
