@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := mosquitto libportaudio2 libsndfile1 python3-venv chromium shellcheck
+SYSTEM_PACKAGES := mosquitto libportaudio2 libsndfile1 python3-venv chromium shellcheck \
+		   pulseaudio pulseaudio-utils libasound2-plugins
 
 .PHONY: run test lint sysdeps device-env dev-env default-model bench clean
 
