@@ -6,9 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := mosquitto libportaudio2 libsndfile1 python3-venv chromium shellcheck \
-		   pulseaudio pulseaudio-utils libasound2-plugins
+		   pulseaudio pulseaudio-utils libasound2-plugins mmdebstrap
 
-.PHONY: run test lint sysdeps device-env dev-env default-model bench clean
+.PHONY: run test lint sysdeps device-env dev-env ha-env default-model bench clean
 
 # A venv that failed to be created (e.g. python3-venv missing) is removed, so the next
 # make starts over instead of finding a python without pip.
@@ -45,6 +45,13 @@ run: $(VENV)/.device
 test: sysdeps $(VENV)/.dev
 	$(PY) -m ruff check firmware_py training converter tests
 	$(PY) -m pytest
+
+# Home Assistant for tests/test_homeassistant.py: its own virtualenv in a Debian 13 root (its
+# releases that know discovery's default_entity_id need Python >= 3.12), built once (~5 min)
+# and cached in $$GENRE_EDGE_HA_ROOT (default ~/.cache/genre-edge-ha/). make test builds it
+# too when it is missing; CI builds it first, to time it apart.
+ha-env: sysdeps
+	$(PYTHON) -m tests.homeassistant build
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check firmware_py training converter tests
