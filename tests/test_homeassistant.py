@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -183,12 +184,16 @@ def test_home_assistant_discovers_the_sensors_and_runs_the_example_automation(
 
         automation = next(s for s in ha.states() if s["entity_id"].startswith("automation.")
                           and s["attributes"].get("id") == "genre_edge_classical_dim_lights")
-        assert automation["attributes"].get("last_triggered") is None
         _wait("the classical automation dimming the light", dimmed, 110, ha)
-        automation = ha.state(automation["entity_id"])
-        assert automation["attributes"]["last_triggered"] is not None
-        genres = [m.json()["genre"] for m in sub.on_topic(f"{PREFIX}/state")]
+        states = sub.on_topic(f"{PREFIX}/state")
+        genres = [m.json()["genre"] for m in states]
         assert "rock" in genres[: genres.index("classical")], genres  # it was a change
+        # ... and it fired once classical had held for the automation's 30 s, not before.
+        first_classical = states[genres.index("classical")]
+        classical_since = time.time() - (time.monotonic() - first_classical.t)
+        fired = datetime.fromisoformat(
+            ha.state(automation["entity_id"])["attributes"]["last_triggered"]).timestamp()
+        assert fired >= classical_since + 30 - 1.0, (fired - classical_since, genres)
 
         # SIGTERM: 'offline' is published and every sensor becomes unavailable.
         proc.send_signal(signal.SIGTERM)
