@@ -5,9 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := mosquitto libportaudio2 libsndfile1 python3-venv chromium shellcheck
+SYSTEM_PACKAGES := mosquitto libportaudio2 libsndfile1 python3-venv chromium shellcheck \
+		   pulseaudio pulseaudio-utils libasound2-plugins mmdebstrap \
+		   qemu-user-static binfmt-support arch-test
 
-.PHONY: run test lint sysdeps device-env dev-env default-model bench clean
+.PHONY: run test test-aarch64 lint sysdeps device-env dev-env ha-env default-model bench clean
 
 # A venv that failed to be created (e.g. python3-venv missing) is removed, so the next
 # make starts over instead of finding a python without pip.
@@ -44,6 +46,20 @@ run: $(VENV)/.device
 test: sysdeps $(VENV)/.dev
 	$(PY) -m ruff check firmware_py training converter tests
 	$(PY) -m pytest
+
+# The device package on the Pi's architecture: a Debian 12 arm64 root under qemu-user emulation
+# (cached in $$GENRE_EDGE_ARM64_ROOT, default ~/.cache/genre-edge-arm64/), the package from its
+# wheel, the device-side tests there, classify there vs here, install.sh --destdir there.
+# AARCH64_TESTS="tests/..." narrows the tests (CI runs a bounded subset: see README, Tests).
+test-aarch64: sysdeps $(VENV)/.dev
+	PYTHON=$(PY) tools/test-aarch64.sh
+
+# Home Assistant for tests/test_homeassistant.py: its own virtualenv in a Debian 13 root (its
+# releases that know discovery's default_entity_id need Python >= 3.12), built once (~5 min)
+# and cached in $$GENRE_EDGE_HA_ROOT (default ~/.cache/genre-edge-ha/). make test builds it
+# too when it is missing; CI builds it first, to time it apart.
+ha-env: sysdeps
+	$(PYTHON) -m tests.homeassistant build
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check firmware_py training converter tests

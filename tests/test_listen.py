@@ -1,7 +1,7 @@
 """``genre-edge listen`` end to end: the bundled model, real audio, a real mosquitto broker.
 
-The microphone path runs on :class:`tests.test_sources.FakeSoundDevice` (no sound card
-here); everything else is real: the bundled int8 model in the TFLite interpreter, the
+The microphone path runs on :class:`tests.test_sources.FakeSoundDevice` here (on a real,
+virtual device in ``tests/test_virtual_audio.py``); everything else is real: the bundled int8 model in the TFLite interpreter, the
 bundled demo clip, the streaming front-end, the smoother, paho against mosquitto.
 """
 

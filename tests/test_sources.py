@@ -1,6 +1,7 @@
 """Audio sources: files (fast and real time) and microphones through a fake sounddevice.
 
-There is no sound card here, so microphones are exercised with :class:`FakeSoundDevice`,
+Microphones are exercised with :class:`FakeSoundDevice` (a real, virtual device is in
+``tests/test_virtual_audio.py``; the fake does what no device does on demand),
 a stand-in for the ``sounddevice`` module: it lists devices, accepts or rejects rates
 like PortAudio's ``check_input_settings``, and its input streams run a thread that calls
 the source's real PortAudio callback with real audio, in one reused buffer (as PortAudio
