@@ -460,3 +460,24 @@ def test_tuning_reports_the_models_own_follow_ceiling() -> None:
     assert m["follow_6s_ceiling"] == pytest.approx(1 / 3)
     assert m["follow_6s"] <= m["follow_6s_ceiling"]
     assert m["pairs"] == 3 and m["changes_per_10min"] == 0.0
+
+
+def test_tuned_settings_are_written_into_a_copy_of_the_bundle(tmp_path) -> None:
+    """tune_smoothing --write: the chosen grid point lands in the manifest's [smoothing]; the
+    bundle still loads and the listener would start with exactly those settings; the leave
+    and unknown thresholds are kept below the enter threshold."""
+    import shutil
+
+    from converter.tune_smoothing import params_for, write_smoothing
+    from firmware_py.bundle import default_bundle_path, load_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), copy)
+    knobs = {"average_windows": 3, "enter_threshold": 0.3, "min_top_windows": 2,
+             "surprise_margin": 0.4, "segment_windows": 40}
+    chosen = params_for(SmoothingParams(), knobs)
+    assert chosen.leave_threshold <= 0.3 and chosen.unknown_threshold <= 0.75 * 0.3 + 1e-9
+    write_smoothing(str(copy), chosen)
+    loaded = load_bundle(copy)
+    assert SmoothingParams().replace(**loaded.smoothing) == chosen
+    assert loaded.smoothing != load_bundle(default_bundle_path(), check_model=False).smoothing
