@@ -33,11 +33,20 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def _augmentation(aug: dict[str, Any]) -> str:
-    """The augmentation a run really used, from its ``train.augment`` settings."""
-    if not aug:
+def _augmentation(aug: dict[str, Any], train: dict[str, Any] | None = None) -> str:
+    """The augmentation a run really used, from its ``train.augment`` settings and its
+    waveform-domain rooms (``train.rooms``, ``train.clean_p``)."""
+    train = train or {}
+    rooms = int(train.get("rooms") or 0)
+    if not aug and not rooms:
         return "none"
     parts = []
+    if rooms:
+        where = "measured impulse responses" if train.get("rir_dir") else "simulated rooms"
+        parts.append(f"every training track rendered through {rooms} {where} (speaker, room, "
+                     f"noise, microphone, level; training/rooms.py), "
+                     f"{100 * (1 - float(train.get('clean_p', 0.25))):.0f}% of the crops from "
+                     "a rendering")
     if aug.get("gain_db"):
         parts.append(f"gain +-{aug['gain_db']:g} dB")
     if aug.get("time_masks") or aug.get("freq_masks"):
@@ -47,10 +56,11 @@ def _augmentation(aug: dict[str, Any]) -> str:
     if aug.get("mixup_p"):
         parts.append(f"mixup on {100 * aug['mixup_p']:.0f}% of batches")
     if aug.get("room_p"):
-        parts.append(f"simulated room and microphone on {100 * aug['room_p']:.0f}% of windows")
-    else:
-        parts.append("no mixup and no room/microphone simulation" if not aug.get("mixup_p")
-                     else "no room/microphone simulation")
+        parts.append(f"feature-domain room and microphone on {100 * aug['room_p']:.0f}% of windows")
+    if not aug.get("mixup_p"):
+        parts.append("no mixup")
+    if not rooms and not aug.get("room_p"):
+        parts.append("no room/microphone simulation")
     return ", ".join(parts)
 
 
@@ -203,8 +213,10 @@ def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
         "## Data",
         "",
         f"Genres {', '.join(labels)} of the project's real-music set (`shared/data/music`), with "
-        "its manifest's track-level split (20% test, 10% val per genre and source, by a hash of "
-        "the path): windows of one track never cross splits.",
+        "its manifest's track-level split (GTZAN rows follow the artist-filtered lists, so no GTZAN "
+        "artist is in two splits; Emotify's, per genre 20% test and 10% val by a hash of the "
+        "path): windows of one track "
+        "never cross splits.",
         "",
     ]
     if counts:
@@ -229,8 +241,8 @@ def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
         f"int8 activations, int8 input and output), calibrated on "
         f"{quant['representative_windows']} real training windows. Training: up to "
         f"{train.get('epochs')} epochs (best epoch {run.get('best_epoch')}, chosen on validation "
-        f"track accuracy), batch {train.get('batch_size')}, {train.get('crops_per_track')} random "
-        f"crops per track per epoch; augmentation: {_augmentation(train.get('augment') or {})}.",
+        f"track accuracy{', the mean of clean and in-room' if train.get('rooms') else ''}), batch {train.get('batch_size')}, {train.get('crops_per_track')} random "
+        f"crops per track per epoch; augmentation: {_augmentation(train.get('augment') or {}, train)}.",
         "",
         *_teacher(run, train),
         "## Accuracy (held-out test split: clean files and in held-out rooms)",
