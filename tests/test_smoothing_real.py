@@ -3,28 +3,30 @@
 Real clips of the manifest's test split go through the bundled int8 model as ``listen``
 would (the windows of back-to-back clips, straddling windows included; the streaming
 front-end equals the batch one, tests/test_features.py) and through the smoother with
-the bundle's defaults (tuned on the *validation* split by converter/tune_smoothing.py):
+the bundle's defaults (tuned on the *validation* split, clean and in held-out rooms, by
+``python -m converter.tune_smoothing BUNDLE --data ... --write``):
 
 * steady music: the clips of each genre that the model classifies right at track level
-  (the smoother cannot fix a wrong model), back to back: 63 minutes in all (classical
-  22, rock 23, electronic 11, pop 7.5): published changes after the first lock, per 10
+  (the smoother cannot fix a wrong model), back to back: 80 minutes in all with the
+  eleven-genre model (classical 31, rock 15, electronic 11, pop 8, jazz 6.5, blues 6, and
+  0.5-1 minute of each small GTZAN genre): published changes after the first lock, per 10
   minutes;
-* real changes: 36 pairs of such clips of two different genres: the delay from the
+* real changes: 176 pairs of such clips of two different genres: the delay from the
   boundary to the first publication of the new genre.
 
-Measured with the shipped bundle (distilled model, test split): 0.95 changes per 10
-minutes (target <= 1: met here; the same defaults on the validation split's 30 minutes:
-3.6); 44% of the changes followed within 6 s, median 8.9 s. Plain averaging + hysteresis
-(the design before the segment average) on the same clips: 11.3 changes per 10 minutes,
-61% within 6 s (median 5.0 s). The follow target (every change within 6 s) is not met by this model:
-its window accuracy (73%) leaves confident error streaks inside songs, so a smoother that
-switches within 6 s on every real change also switches on those; and in 8 of the 36 changes
-the model puts the new genre on top in no window that ends within 6 s of the boundary
-(``follow_6s_ceiling`` 0.78; validation 0.92), which no smoother of its votes can repair.
-That target is kept
-below as a strict expected failure, so that a better model that meets it turns this file
-red until the expectation is updated. (The previous, teacher-free default: 2.56 changes
-per 10 minutes, 53% within 6 s, median 6.0 s.)
+Measured with the shipped bundle (test split, clean files): 2.26 changes per 10 minutes
+(target <= 1: **not met**; validation, where the defaults were chosen: 1.29 clean and 3.14
+in held-out rooms, and no point of the tuning grid reaches <= 1 in rooms); 23% of the
+changes followed within 6 s, median 12.0 s. Plain averaging + hysteresis on the same clips:
+13.0 changes per 10 minutes, 57% within 6 s (median 5.0 s). The model's window accuracy
+(60%) leaves confident error streaks of 10-30 windows inside songs (a rock song heard as
+pop or blues), which the smoother's slow path cannot tell from a real change, so steadiness
+is bought with a slow follow; and in 15% of the changes the model puts the new genre on top
+in no window that ends within 6 s of the boundary (``follow_6s_ceiling`` 0.85), which no
+smoother of its votes can repair. Both targets are kept below as strict expected failures,
+so that a better model that meets one turns this file red until the expectation is
+updated. (The previous 4-genre model: 0.95 changes per 10 minutes, 44% within 6 s,
+median 8.9 s, on a 4-genre test split.)
 """
 
 from __future__ import annotations
@@ -53,29 +55,38 @@ def shipped(played) -> dict[str, float]:
 def test_enough_real_music_is_played(played, shipped) -> None:
     assert shipped["minutes"] >= 40 and shipped["pairs"] >= 30
     minutes = {g: len(p) * played["bundle"].hop_s / 60 for g, p in played["steady"].items()}
-    # classical 22, rock 23, electronic 11, pop 7.5 minutes with the shipped model
+    # classical 31, rock 15, electronic 11 minutes (and 8 of the other genres) with the shipped model
     assert sum(m >= 10 for m in minutes.values()) >= 3, minutes
+    assert len(minutes) >= 8, minutes
 
 
 def test_segment_smoothing_is_far_steadier_than_plain_averaging(played, shipped) -> None:
     classic = evaluate(played, CLASSIC)
     assert shipped["changes_per_10min"] <= 0.4 * classic["changes_per_10min"], (shipped, classic)
-    assert shipped["median_delay_s"] <= 10.0, shipped  # measured 8.9
-    assert shipped["follow_6s"] >= 0.4, shipped  # measured 0.44
+    assert shipped["median_delay_s"] <= 15.0, shipped  # measured 12.0
+    assert shipped["follow_6s"] >= 0.2, shipped  # measured 0.23
 
 
+def test_steady_music_changes_at_most_three_times_per_ten_minutes(shipped) -> None:
+    """What the shipped defaults hold today (a regression guard below the target)."""
+    assert shipped["changes_per_10min"] <= 3.0, shipped  # measured 2.26
+
+
+@pytest.mark.xfail(strict=True, reason="eleven-genre model, window accuracy 60%: measured 2.26 "
+                   "changes per 10 minutes of steady test music (validation: 1.29 clean, 3.14 "
+                   "in rooms; no tuning-grid point reaches 1 in rooms)")
 def test_target_at_most_one_change_per_ten_minutes(shipped) -> None:
-    assert shipped["changes_per_10min"] <= 1.0, shipped  # measured 0.95
+    assert shipped["changes_per_10min"] <= 1.0, shipped
 
 
 def test_the_model_alone_rules_out_following_every_change_within_six_seconds(shipped) -> None:
     """Why the target below fails: some changes get no vote for the new genre in time."""
-    assert shipped["follow_6s"] <= shipped["follow_6s_ceiling"] < 0.99, shipped  # measured 0.78
+    assert shipped["follow_6s"] <= shipped["follow_6s_ceiling"] < 0.99, shipped  # measured 0.85
 
 
-@pytest.mark.xfail(strict=True, reason="model window accuracy 73%: measured 44% of real "
-                   "changes followed within 6 s, median 8.9 s (target: all); the model votes "
-                   "for the new genre within 6 s in only 78% of them")
+@pytest.mark.xfail(strict=True, reason="model window accuracy 60%: measured 23% of real "
+                   "changes followed within 6 s, median 12.0 s (target: all); the model votes "
+                   "for the new genre within 6 s in only 85% of them")
 def test_target_every_real_change_followed_within_six_seconds(shipped) -> None:
     assert shipped["follow_6s"] >= 0.99
 
@@ -105,7 +116,16 @@ def test_device_pipeline_follows_classical_to_rock(played) -> None:
     boundary_s = a.shape[0] / rate
     assert [s for s in states if s.t_s <= boundary_s][-1].genre == "classical"
     follow = next(s.t_s for s in states if s.t_s > boundary_s and s.genre == "rock")
-    assert follow - boundary_s <= 8.0
+    assert follow - boundary_s <= 30.0
+    # the same clips through the offline analysis the figures above come from
+    from converter.tune_smoothing import window_probs
+    from firmware_py.smoothing import run_smoother
+
+    offline = run_smoother(bundle.labels, window_probs(bundle, model, audio),
+                           params=SmoothingParams.from_dict(bundle.smoothing),
+                           hop_s=bundle.frame_hop_s, t0_s=bundle.frontend.window_s)
+    offline_follow = next(s.t_s for s in offline if s.t_s > boundary_s and s.genre == "rock")
+    assert abs(follow - offline_follow) <= 1.0, (follow, offline_follow)
 
 
 def test_each_hop_result_carries_the_window_the_model_saw_even_in_one_big_block(played) -> None:

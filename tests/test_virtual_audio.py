@@ -117,7 +117,8 @@ def test_listen_on_a_real_audio_device_survives_unplugging(virtual_microphone, t
         log.wait_for(f"{PCM_NAME}': {RATE} Hz", timeout=60)
         assert "resampled to 16000 Hz" in log.text()
         first = sub.wait_for(state, lambda m: m.json()["genre"] == "classical", timeout=90)
-        assert first.json()["level_dbfs"] > -40, "the captured audio is (nearly) silent"
+        # well above the silence gate (-60 dBFS); this quiet classical clip reads -42 at times
+        assert first.json()["level_dbfs"] > -50, "the captured audio is (nearly) silent"
         assert sub.wait_for(f"{PREFIX}/availability", timeout=5).text == "online"
 
         # Unplug: the stream dies, listen says so and publishes nothing while it is gone.
