@@ -13,7 +13,6 @@ from firmware_py.classify import classify_file
 from firmware_py.cli import main
 from tests.paths import MUSIC, clip, manifest_rows
 
-
 #: The genres the bundled model names (README "The default model").
 ELEVEN = ["blues", "classical", "country", "disco", "electronic", "hiphop", "jazz", "metal",
           "pop", "reggae", "rock"]
