@@ -206,7 +206,7 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
 
 
-def _proc_status(pid: int) -> dict[str, int]:
+def proc_status(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -259,7 +259,7 @@ def bench_realtime_process(bundle_path: Path, input_path: Path, seconds: float,
             if proc.poll() is not None:
                 return failed(_child_failure(proc, err, "exited during the run"))
             cpu_b, t_b = _proc_cpu_s(proc.pid), time.perf_counter()
-            status = _proc_status(proc.pid)
+            status = proc_status(proc.pid)
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -26,6 +26,14 @@ keys' on :class:`~firmware_py.smoothing.SmoothingParams`). Every problem is a on
 :class:`~firmware_py.errors.ConfigError` naming the key, what was expected and what was
 found (long values cut short). The MQTT password never appears in ``repr`` or
 in :meth:`Config.redacted`; a world-readable file that holds it draws a warning.
+
+Each section is declared by the component it configures, with its defaults, ranges and
+help on the fields (``[source]``: :class:`~firmware_py.sources.settings.SourceConfig`,
+``[inference]``: :class:`~firmware_py.pipeline.InferenceConfig`, ``[similarity]``:
+:class:`~firmware_py.similarity.SimilarityConfig`, ``[smoothing]``:
+:class:`~firmware_py.smoothing.SmoothingParams`, ...); this package only composes them
+(:class:`Config`) and reads the layers. Components never import it. Reading one value
+(types, text bounds, the non-range rules) is :mod:`.values`.
 """
 
 from __future__ import annotations
@@ -33,25 +41,41 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import math
 import os
 import stat
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .bounds import knob, range_problem
-from .bundle import MAX_HOP_S
-from .errors import ConfigError, GenreEdgeError, brief
-from .smoothing import SmoothingParams
+from ..bounds import knob
+from ..errors import ConfigError, GenreEdgeError
+from ..pipeline import InferenceConfig
+from ..similarity import SimilarityConfig
+from ..smoothing import SmoothingParams
+from ..sources.settings import SourceConfig
+from .values import (
+    EDGETPU_KINDS,
+    LOG_LEVELS,
+    MAX_TEXT,
+    check_value,
+    convert,
+    got,
+    parse_text,
+    unknown,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH", "EDGETPU_KINDS", "ENV_PREFIX", "LOG_LEVELS", "MAX_CONFIG_BYTES",
+    "MAX_TEXT", "REDACTED", "Config", "ConfigError", "InferenceConfig", "MqttConfig",
+    "OutputConfig", "SimilarityConfig", "SourceConfig", "config_keys", "load_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,70 +83,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIG_PATH = "/etc/genre-edge/config.toml"
 ENV_PREFIX = "GENRE_EDGE_"
 REDACTED = "***"
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: Size bounds of every configuration source: the file, and each text value (file,
 #: environment or flag; PATH_MAX is 4096).
 MAX_CONFIG_BYTES = 1 << 20
-MAX_TEXT = 4096
-EDGETPU_KINDS = ("usb", "pci")
-
-
-@dataclass
-class SourceConfig:
-    """Where audio comes from: a microphone (default) or a file (``input``).
-
-    Attributes
-    ----------
-    device : str or int or None
-        Microphone: PortAudio device index or case-insensitive name substring; None is
-        the system default input. A string of digits is an index.
-    input : str or None
-        Audio file to play instead of a microphone (wav, flac, ogg/opus, mp3).
-    realtime : bool
-        Play ``input`` at real time (True) or as fast as the device loop takes it.
-    loop : bool
-        Play ``input`` over and over (demos, long-run tests).
-    block_s : float
-        Audio block length in seconds handed to the device loop.
-    device_rate : int or None
-        Force this microphone sample rate in Hz; None negotiates one.
-    retry_s : float
-        Seconds between attempts to reopen a microphone that went away.
-    stall_timeout_s : float
-        Seconds without audio after which a microphone counts as gone.
-    max_queue_s : float
-        Seconds of microphone audio buffered before blocks are dropped (and counted).
-    """
-
-    device: str | int | None = None
-    input: str | None = None
-    realtime: bool = True
-    loop: bool = False
-    # Ranges (see firmware_py.bounds): a minute of queued audio is ~11 MB at 48 kHz stereo.
-    block_s: float = knob(0.1, 0.001, 10.0, " seconds")
-    device_rate: int | None = knob(None, 1000, 768000, " Hz")
-    retry_s: float = knob(2.0, 0.01, 3600.0, " seconds")
-    stall_timeout_s: float = knob(2.0, 0.01, 3600.0, " seconds")
-    max_queue_s: float = knob(2.0, 0.01, 60.0, " seconds")
-
-
-@dataclass
-class InferenceConfig:
-    """How the model runs.
-
-    Attributes
-    ----------
-    threads : int
-        Interpreter threads (1 leaves a core for audio and MQTT on a Pi).
-    edgetpu : str or None
-        ``"usb"`` or ``"pci"`` to use a Coral Edge TPU (CPU fallback when none is found).
-    hop_s : float or None
-        Seconds between inferences; None takes the bundle's value.
-    """
-
-    threads: int = knob(1, 1, 64)
-    edgetpu: str | None = None
-    hop_s: float | None = knob(None, 0.01, MAX_HOP_S, " seconds")
 
 
 @dataclass
@@ -196,26 +159,6 @@ class OutputConfig:
 
 
 @dataclass
-class SimilarityConfig:
-    """"Sounds like": publish the indexed track nearest to what is playing.
-
-    Attributes
-    ----------
-    index : str or None
-        An index made by ``genre-edge index FOLDER --out INDEX`` with the same bundle;
-        None turns the feature off.
-    every_s : float
-        Seconds between look-ups.
-    window_s : float
-        Seconds of recent audio whose window embeddings are averaged for the look-up.
-    """
-
-    index: str | None = None
-    every_s: float = knob(10.0, 1.0, 3600.0, " seconds")
-    window_s: float = knob(30.0, 3.0, 600.0, " seconds")
-
-
-@dataclass
 class Config:
     """Everything ``genre-edge listen`` needs besides the bundle's own settings.
 
@@ -284,179 +227,10 @@ def config_keys() -> list[str]:
     return keys
 
 
-# -- types --------------------------------------------------------------------------------
-def _type_name(tp: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    if tp in names:
-        return names[tp]
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return " or ".join(_type_name(a) for a in args)
-
-
-def _secret(key: str) -> bool:
-    """Keys whose values never appear in a message (``mqtt.password``)."""
-    return key.rsplit(".", 1)[-1] == "password"
-
-
-def _got(value: Any, key: str = "") -> str:
-    """``integer 4`` for a message; only the type for a secret key (a PIN-like password
-    written without quotes must not reach the journal)."""
-    kinds = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    kind = kinds.get(type(value), type(value).__name__)
-    if _secret(key):
-        return f"{kind} (value hidden)"
-    return f"{kind} {brief(value)}"
-
-
-def _shown(value: Any, key: str) -> str:
-    return "(value hidden)" if _secret(key) else brief(value)
-
-
-def _optional(tp: Any) -> bool:
-    return typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
-
-
-def _members(tp: Any) -> list[Any]:
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        return [a for a in typing.get_args(tp) if a is not type(None)]
-    return [tp]
-
-
-def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
-    """A typed value (TOML, flags) checked against ``tp``; ints widen to float."""
-    if value is None and _optional(tp):
-        return None
-    members = _members(tp)
-    if isinstance(value, bool):
-        if bool in members:
-            return value
-    elif isinstance(value, int) and int in members:
-        return value
-    elif isinstance(value, (int, float)) and float in members:
-        return float(value)
-    elif isinstance(value, str) and str in members:
-        return value
-    fix = "write it in quotes" if _secret(key) and str in members else "fix the value"
-    raise ConfigError(
-        f"config key '{key}'{where} must be {_type_name(tp)}, got {_got(value, key)}: {fix}"
-    )
-
-
-def _parse_text(text: str, tp: Any, key: str, where: str) -> Any:
-    """A string (environment variable) parsed to ``tp``."""
-    _check_text(key, text, where)  # bounded before it is parsed
-    text = text.strip()
-    if text == "" and _optional(tp):
-        return None
-    members = _members(tp)
-    if bool in members:
-        low = text.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-    if int in members:
-        try:
-            return int(text)
-        except ValueError:
-            pass
-    if float in members:
-        try:
-            return float(text)
-        except ValueError:
-            pass
-    if str in members:
-        return text
-    raise ConfigError(
-        f"config key '{key}'{where} must be {_type_name(tp)}, got {_shown(text, key)}: fix the value"
-    )
-
-
-# -- value checks -------------------------------------------------------------------------
-# Numeric ranges are declared on the fields (knob); these are the other value rules.
-_CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "log_level": (lambda v: v.lower() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
-    "inference.edgetpu": (lambda v: v in EDGETPU_KINDS, "'usb' or 'pci'"),
-    "mqtt.qos": (lambda v: v in (0, 1, 2), "0, 1 or 2"),
-}
-
-
 def _field_spec(key: str) -> dataclasses.Field[Any] | None:
     section, _, name = key.rpartition(".")
     cls = _SECTIONS.get(section)
     return next((f for f in dataclasses.fields(cls) if f.name == name), None) if cls else None
-
-
-def _check_text(key: str, value: str, where: str) -> None:
-    """Every text setting: at most MAX_TEXT characters of encodable Unicode (an environment
-    value that is not UTF-8 arrives with lone surrogates and fails far from here)."""
-    if len(value) > MAX_TEXT:
-        raise ConfigError(f"config key '{key}'{where} is {len(value)} characters long, more than "
-                          f"{MAX_TEXT}: fix the value")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError(f"config key '{key}'{where} is not valid UTF-8 text: fix the value "
-                          "(check the locale or encoding it was written with)") from None
-    if "\0" in value:
-        raise ConfigError(f"config key '{key}'{where} contains a NUL character: fix the value")
-
-
-def _check_value(key: str, value: Any, where: str) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        _check_text(key, value, where)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(
-            f"config key '{key}'{where} must be finite, got {_shown(value, key)}: fix the value"
-        )
-    spec = _field_spec(key)
-    out_of_range = range_problem(spec, value) if spec is not None else None
-    if out_of_range:
-        raise ConfigError(f"config key '{key}'{where} {out_of_range}: fix the value")
-    if key == "source.device" and isinstance(value, str):
-        from .sources import device_spec  # the microphone source's own reading of --device
-
-        value = device_spec(value)
-        if value is None:
-            return None
-    if key == "log_level":
-        value = value.lower()
-    check = _CHECKS.get(key)
-    if check is not None and not check[0](value):
-        raise ConfigError(f"config key '{key}'{where} must be {check[1]}, got {_shown(value, key)}")
-    if key == "mqtt.url":
-        _check_mqtt_url(value, where)
-    if key == "output.http":
-        _check_http_address(value, where)
-    return value
-
-
-def _check_http_address(value: str, where: str) -> None:
-    from .display import parse_http_address  # one address grammar: the display server's
-
-    try:
-        parse_http_address(value)
-    except ConfigError as exc:
-        raise ConfigError(f"config key 'output.http'{where}: {exc}") from None
-
-
-def _check_mqtt_url(url: str, where: str) -> None:
-    try:  # one URL grammar for the whole program: the MQTT module's
-        from .mqtt import parse_mqtt_url
-    except ImportError:  # paho missing: the publisher will say so when it starts
-        return
-    try:
-        parse_mqtt_url(url)
-    except ConfigError as exc:
-        raise ConfigError(f"config key 'mqtt.url'{where}: {exc}") from None
-
-
-def _unknown(kind: str, name: str, valid: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return ConfigError(f"unknown config {kind} '{name}'{where}: {hint}valid: {', '.join(valid)}")
 
 
 # -- applying layers ------------------------------------------------------------------------
@@ -471,18 +245,18 @@ def _set(cfg: Config, section: str | None, key: str, value: Any, where: str, *, 
         dotted, target, hints = f"{section}.{key}", getattr(cfg, section), _hints(_SECTIONS[section])
     tp = hints[key]
     converted = (
-        _parse_text(value, tp, dotted, where) if text else _convert(value, tp, dotted, where)
+        parse_text(value, tp, dotted, where) if text else convert(value, tp, dotted, where)
     )
-    setattr(target, key, _check_value(dotted, converted, where))
+    setattr(target, key, check_value(dotted, converted, where, _field_spec(dotted)))
 
 
 def _set_smoothing(cfg: Config, key: str, value: Any, where: str, *, text: bool) -> None:
     names = SmoothingParams.field_names()
     if key not in names:
-        raise _unknown("key", f"smoothing.{key}", [f"smoothing.{n}" for n in names], where)
+        raise unknown("key", f"smoothing.{key}", [f"smoothing.{n}" for n in names], where)
     if text:
         tp = _hints(SmoothingParams)[key]
-        value = _parse_text(value, tp, f"smoothing.{key}", where)
+        value = parse_text(value, tp, f"smoothing.{key}", where)
     problems = SmoothingParams.field_problems({key: value})
     if problems:
         raise ConfigError(f"config key 'smoothing.{key}'{where}: {problems[0]}")
@@ -498,16 +272,16 @@ def _apply_tree(cfg: Config, data: Mapping[str, Any], where: str) -> None:
         elif name in _ALL_SECTIONS:
             if not isinstance(value, Mapping):
                 raise ConfigError(
-                    f"config key '{name}'{where} must be a table ([{name}]), got {_got(value)}"
+                    f"config key '{name}'{where} must be a table ([{name}]), got {got(value)}"
                 )
             valid = _section_keys(name)
             for key, sub in value.items():
                 if key not in valid:
-                    raise _unknown("key", f"{name}.{key}", [f"{name}.{k}" for k in valid], where)
+                    raise unknown("key", f"{name}.{key}", [f"{name}.{k}" for k in valid], where)
                 _set(cfg, name, key, sub, where, text=False)
         else:
             kind = "section" if isinstance(value, Mapping) else "key"
-            raise _unknown(kind, name, top_valid, where)
+            raise unknown(kind, name, top_valid, where)
 
 
 def _section_keys(section: str) -> list[str]:
