@@ -139,14 +139,11 @@ def make_publisher(config: Any, bundle: Bundle) -> Any:
     m = config.mqtt
     if not m.url:
         return None  # without MQTT, paho and ssl (~9 MB resident) are never imported
-    from .mqtt import MqttPublisher, MqttSettings
+    from .mqtt.publisher import MqttPublisher
 
-    # Every [mqtt] key that MqttSettings knows, passed through; unset keys (None) take the
-    # settings' own defaults (device id = host name, prefix = genre-edge/<device id>).
-    known = {f.name for f in dataclasses.fields(MqttSettings)}
-    settings = MqttSettings(**{k: v for k, v in dataclasses.asdict(m).items()
-                               if k in known and v is not None})
-    return MqttPublisher(settings, labels=bundle.labels, model_name=bundle.name)
+    # The [mqtt] section is the publisher's own settings: a copy is checked as a whole and
+    # completed (device id = host name, prefix = genre-edge/<device id>).
+    return MqttPublisher(dataclasses.replace(m), labels=bundle.labels, model_name=bundle.name)
 
 
 def make_display(config: Any, bundle: Bundle) -> Any:

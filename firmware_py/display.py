@@ -42,7 +42,6 @@ import hashlib
 import ipaddress
 import json
 import logging
-import math
 import re
 import select
 import socket
@@ -57,6 +56,7 @@ from importlib import resources
 from typing import Any
 
 from .errors import ConfigError
+from .text import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -122,22 +122,6 @@ def parse_http_address(text: str) -> tuple[str, int]:
             f"bad HTTP address {value!r}: the port must be a number from 1 to 65535; {example}"
         )
     return host, int(port_text)
-
-
-def _finite(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf (a digitally silent level is -inf dBFS) become null, because
-    the browser's JSON.parse rejects the ``-Infinity`` Python would write."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (bool, int, str)) or obj is None:
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if hasattr(obj, "item"):  # numpy scalar
-        return _finite(obj.item())
-    return str(obj)
 
 
 def _csp_hash(source: str) -> str:
@@ -376,7 +360,7 @@ class DisplayServer:
 
     def update(self, payload: Mapping[str, Any]) -> None:
         """Publish a new state (the device loop's per-hop payload). Never blocks on clients."""
-        state = _finite(payload)
+        state = jsonable(payload)
         with self._cond:
             self._state = state
             self._updated_at = time.monotonic()

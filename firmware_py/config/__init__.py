@@ -54,8 +54,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from ..bounds import knob
+from ..bounds import is_key
 from ..errors import ConfigError, GenreEdgeError
+from ..mqtt.settings import MqttSettings
 from ..pipeline import InferenceConfig
 from ..similarity import SimilarityConfig
 from ..smoothing import SmoothingParams
@@ -74,10 +75,12 @@ from .values import (
 __all__ = [
     "DEFAULT_CONFIG_PATH", "EDGETPU_KINDS", "ENV_PREFIX", "LOG_LEVELS", "MAX_CONFIG_BYTES",
     "MAX_TEXT", "REDACTED", "Config", "ConfigError", "InferenceConfig", "MqttConfig",
-    "OutputConfig", "SimilarityConfig", "SourceConfig", "config_keys", "load_config",
+    "MqttSettings", "OutputConfig", "SimilarityConfig", "SourceConfig", "config_keys", "load_config",
 ]
 
 log = logging.getLogger(__name__)
+#: The ``[mqtt]`` section's old name (the section is the publisher's own settings now).
+MqttConfig = MqttSettings
 
 #: Where the installer puts the configuration (the systemd unit passes it as --config).
 DEFAULT_CONFIG_PATH = "/etc/genre-edge/config.toml"
@@ -86,57 +89,6 @@ REDACTED = "***"
 #: Size bounds of every configuration source: the file, and each text value (file,
 #: environment or flag; PATH_MAX is 4096).
 MAX_CONFIG_BYTES = 1 << 20
-
-
-@dataclass
-class MqttConfig:
-    """MQTT publishing (off while ``url`` is None). Fields mirror ``mqtt.MqttSettings``.
-
-    Attributes
-    ----------
-    url : str or None
-        ``mqtt://host[:port]`` or ``mqtts://host[:port]`` (TLS).
-    username, password : str or None
-        Broker login. The password is never logged or shown in ``repr``.
-    ca_file, cert_file, key_file : str or None
-        TLS: CA bundle, and client certificate and key for mutual TLS.
-    tls_insecure : bool
-        Skip the host-name check (the certificate must still chain to ``ca_file``).
-    device_id : str or None
-        Device id in topics and Home Assistant; None uses the host name.
-    topic_prefix : str or None
-        Topic prefix; None is ``genre-edge/<device_id>``.
-    discovery_prefix : str
-        Home Assistant discovery prefix.
-    qos : int
-        QoS of every message (1: at least once).
-    keepalive_s : int
-        MQTT keep-alive in seconds.
-    expire_after_s : int
-        Home Assistant marks the sensors unavailable after this many seconds without
-        a state (0: never).
-    queue_size : int
-        Messages kept while the broker is away (oldest dropped, count reported).
-    stats_interval_s : float
-        Seconds between ``<prefix>/stats`` messages.
-    """
-
-    url: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    device_id: str | None = None
-    topic_prefix: str | None = None
-    discovery_prefix: str = "homeassistant"
-    qos: int = 1
-    # MQTT carries the keep-alive in 16 bits; a queued state is ~0.5 KB (100,000: ~50 MB).
-    keepalive_s: int = knob(30, 5, 65535, " seconds")
-    expire_after_s: int = knob(120, 0, 604800, " seconds (0: never)")
-    queue_size: int = knob(1000, 1, 100_000)
-    stats_interval_s: float = knob(60.0, 1.0, 86400.0, " seconds")
 
 
 @dataclass
@@ -179,13 +131,19 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     smoothing: dict[str, Any] = field(default_factory=dict)
-    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     output: OutputConfig = field(default_factory=OutputConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (contains the password: use :meth:`redacted` for logs)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict of the configuration keys (contains the password: use
+        :meth:`redacted` for logs)."""
+        data = dataclasses.asdict(self)
+        for name, cls in _SECTIONS.items():
+            for spec in dataclasses.fields(cls):
+                if not is_key(spec):
+                    del data[name][spec.name]
+        return data
 
     def redacted(self) -> dict[str, Any]:
         """Nested dict safe to log or publish: the password is ``"***"`` when set."""
@@ -206,12 +164,17 @@ class Config:
 _SECTIONS: dict[str, type] = {
     "source": SourceConfig,
     "inference": InferenceConfig,
-    "mqtt": MqttConfig,
+    "mqtt": MqttSettings,
     "output": OutputConfig,
     "similarity": SimilarityConfig,
 }
 _TOP_LEVEL = ("bundle", "log_level")
 _ALL_SECTIONS = (*_SECTIONS, "smoothing")
+
+
+def _key_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    """The fields of a section that are configuration keys (not :func:`~firmware_py.bounds.tuning`)."""
+    return [f for f in dataclasses.fields(cls) if is_key(f)]
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -222,7 +185,7 @@ def config_keys() -> list[str]:
     """Every dotted key the file accepts (``smoothing.*`` from SmoothingParams)."""
     keys = list(_TOP_LEVEL)
     for name, cls in _SECTIONS.items():
-        keys += [f"{name}.{f.name}" for f in dataclasses.fields(cls)]
+        keys += [f"{name}.{f.name}" for f in _key_fields(cls)]
     keys += [f"smoothing.{name}" for name in SmoothingParams.field_names()]
     return keys
 
@@ -230,7 +193,7 @@ def config_keys() -> list[str]:
 def _field_spec(key: str) -> dataclasses.Field[Any] | None:
     section, _, name = key.rpartition(".")
     cls = _SECTIONS.get(section)
-    return next((f for f in dataclasses.fields(cls) if f.name == name), None) if cls else None
+    return next((f for f in _key_fields(cls) if f.name == name), None) if cls else None
 
 
 # -- applying layers ------------------------------------------------------------------------
@@ -287,7 +250,7 @@ def _apply_tree(cfg: Config, data: Mapping[str, Any], where: str) -> None:
 def _section_keys(section: str) -> list[str]:
     if section == "smoothing":
         return SmoothingParams.field_names()
-    return [f.name for f in dataclasses.fields(_SECTIONS[section])]
+    return [f.name for f in _key_fields(_SECTIONS[section])]
 
 
 def _read_file(path: Path) -> dict[str, Any]:

@@ -177,10 +177,8 @@ def check_http_address(value: str, where: str) -> None:
 
 
 def check_mqtt_url(url: str, where: str) -> None:
-    try:  # one URL grammar for the whole program: the MQTT module's
-        from ..mqtt import parse_mqtt_url
-    except ImportError:  # paho missing: the publisher will say so when it starts
-        return
+    from ..mqtt.url import parse_mqtt_url  # one URL grammar for the whole program (no paho)
+
     try:
         parse_mqtt_url(url)
     except ConfigError as exc:
