@@ -20,7 +20,8 @@ from .bounds import knob
 from .bundle import MAX_HOP_S, Bundle, hop_frames_for
 from .errors import AudioError
 from .features import StreamingLogMel
-from .smoothing import SmoothedState, Smoother, SmoothingParams, level_dbfs
+from .level import level_dbfs
+from .smoothing import SmoothedState, Smoother, SmoothingParams
 
 
 @dataclass
