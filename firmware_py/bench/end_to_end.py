@@ -297,9 +297,10 @@ def _child_failure(proc: subprocess.Popen, err: Any, what: str) -> str:
 def bench_mqtt_latency(bundle: Bundle, input_path: Path, seconds: float,
                        mqtt_url: str) -> dict[str, Any]:
     """Block enters the pipeline -> subscriber receives the state it completed."""
-    from ..app import make_publisher, state_payload
+    from ..app import state_payload
     from ..config import load_config
     from ..pipeline import Pipeline
+    from ..sinks.mqtt import make_publisher
     from ..sources import FileSource
 
     config = load_config(env={}, overrides=_mqtt_overrides(mqtt_url))

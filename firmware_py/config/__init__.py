@@ -31,7 +31,9 @@ Each section is declared by the component it configures, with its defaults, rang
 help on the fields (``[source]``: :class:`~firmware_py.sources.settings.SourceConfig`,
 ``[inference]``: :class:`~firmware_py.pipeline.InferenceConfig`, ``[similarity]``:
 :class:`~firmware_py.similarity.SimilarityConfig`, ``[smoothing]``:
-:class:`~firmware_py.smoothing.SmoothingParams`, ...); this package only composes them
+:class:`~firmware_py.smoothing.SmoothingParams`, ``[mqtt]``:
+:class:`~firmware_py.mqtt.settings.MqttSettings`, ``[output]``:
+:class:`~firmware_py.sinks.console.OutputConfig`); this package only composes them
 (:class:`Config`) and reads the layers. Components never import it. Reading one value
 (types, text bounds, the non-range rules) is :mod:`.values`.
 """
@@ -59,6 +61,7 @@ from ..errors import ConfigError, GenreEdgeError
 from ..mqtt.settings import MqttSettings
 from ..pipeline import InferenceConfig
 from ..similarity import SimilarityConfig
+from ..sinks.console import OutputConfig
 from ..smoothing import SmoothingParams
 from ..sources.settings import SourceConfig
 from .values import (
@@ -89,25 +92,6 @@ REDACTED = "***"
 #: Size bounds of every configuration source: the file, and each text value (file,
 #: environment or flag; PATH_MAX is 4096).
 MAX_CONFIG_BYTES = 1 << 20
-
-
-@dataclass
-class OutputConfig:
-    """Local outputs.
-
-    Attributes
-    ----------
-    json : bool
-        Console output as JSON lines instead of human lines.
-    changes_only : bool
-        Human console output: print only when the published genre changes.
-    http : str or None
-        ``host:port`` for a small local HTTP status endpoint; None is off.
-    """
-
-    json: bool = False
-    changes_only: bool = False
-    http: str | None = None
 
 
 @dataclass
