@@ -19,10 +19,10 @@ the messages that were in flight when the link died right after the CONNACK, bef
 can read the PUBACK of ``online``, so the queue is flushed strictly after them.
 
 Threads. ``publish_state``/``publish_stats`` run on the caller's thread and only touch
-the queue; paho callbacks run on paho's network thread. ``self._lock`` (:mod:`.session`) is never held
-while calling into paho, because paho holds its own lock while calling ``on_publish``
-(which takes ``self._lock``): holding ours while calling paho would be a lock-order
-inversion and could deadlock.
+the queue; paho callbacks run on paho's network thread. ``self._lock`` (:mod:`.session`)
+is never held while calling into paho, because paho holds its own lock while calling
+``on_publish`` (which takes ``self._lock``): holding ours while calling paho would be a
+lock-order inversion and could deadlock.
 
 Imports paho and the standard library only: this runs on the Raspberry Pi.
 

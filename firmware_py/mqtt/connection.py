@@ -73,8 +73,7 @@ def farewell(s: MqttSettings, timeout_s: float, on_log: Any) -> bool:
             pass
         if not answer or answer[0].is_failure:
             return False
-        info = client.publish(s.availability_topic, b"offline", qos=1,
-                              retain=True)
+        info = client.publish(s.availability_topic, b"offline", qos=1, retain=True)
         while not info.is_published() and time.monotonic() < deadline and step():
             pass
         client.disconnect()
