@@ -37,10 +37,19 @@ BLOCK_S = 0.1
 def resample_cpu_ms_per_audio_s(make: Callable[[], Any], blocks: np.ndarray,
                                 blocks_per_s: int, passes: int = 3) -> float:
     """Process CPU ms per second of audio for a fresh ``make()`` resampler fed ``blocks``
-    (after one second of warm-up), median of ``passes``."""
+    (after one second of warm-up), median of ``passes``.
+
+    Each pass starts with glibc's allocator warm: a freed 16 MB block raises its mmap
+    threshold, so ~1 MB temporaries (the polyphase FIR's gather matrices) come from the
+    heap. Without that they can be fresh mmaps, page-faulted on every push: the FIR then
+    costs ~5x more, mostly system time (15 vs 2.5 ms per second of 48 kHz here), depending
+    on what the process allocated before. The reference is measured at its best.
+    """
     n_seconds = blocks.shape[0] / blocks_per_s
     cpu = []
     for _ in range(passes):
+        warm = np.ones(2 << 20)  # 16 MB, freed at once
+        del warm
         res = make()
         for b in blocks[:blocks_per_s]:
             res.push(b)
