@@ -4,7 +4,8 @@ Same process, same real audio. The streaming front-end is fed 1024-sample blocks
 (64 ms at 16 kHz, a typical sound-card block) and 160-sample (10 ms) blocks; the
 reference is how peers do it: librosa recomputing the last window at every
 inference hop (0.5 s). Figures are CPU milliseconds per second of audio, median of
-``repeats`` runs.
+``repeats`` runs. The stage before it on a microphone, resampling from 48 kHz, is timed
+too, against the former polyphase FIR (:mod:`firmware_py.bench.polyphase`).
 """
 
 from __future__ import annotations
