@@ -382,6 +382,11 @@ for name in sys.argv[1:]:
         from firmware_py.features import StreamingLogMel
         StreamingLogMel().push(np.zeros(16000, np.float32))
         name = "front-end, first push"
+    elif name == "@resampler":  # libsoxr loads with the first resampler that resamples
+        import numpy as np
+        from firmware_py.audio import StreamingResampler
+        StreamingResampler(48000, 16000).push(np.zeros(4800, np.float32))
+        name = "resampler 48 kHz, first push"
     elif name.startswith("@model="):
         import numpy as np
         from firmware_py.bundle import load_bundle
@@ -408,10 +413,11 @@ FOOTPRINT_MODULES = ("numpy", "paho.mqtt.client", "ai_edge_litert.interpreter",
 
 def import_footprint(bundle_path: Path) -> dict[str, Any] | str:
     """Resident memory added by each import of the device process, then by the first
-    front-end push and the model, in a fresh interpreter."""
+    front-end push, the first resampler push (a 48 kHz microphone) and the model, in a
+    fresh interpreter."""
     if not Path("/proc/self/status").exists():
         return not_present("/proc is not available on this system")
-    steps_args = [*FOOTPRINT_MODULES, "@frontend", f"@model={bundle_path}"]
+    steps_args = [*FOOTPRINT_MODULES, "@frontend", "@resampler", f"@model={bundle_path}"]
     res = subprocess.run([sys.executable, "-c", _FOOTPRINT_SCRIPT, *steps_args],
                          capture_output=True, text=True, timeout=120)
     if res.returncode:

@@ -95,7 +95,7 @@ class FileSource(Source):
     path : str or Path
         Any file :func:`~firmware_py.audio.load_audio` reads (wav, flac, ogg/opus, mp3).
     sample_rate : int
-        Model rate in Hz; the file is mixed to mono and resampled (polyphase) to it.
+        Model rate in Hz; the file is mixed to mono and resampled (libsoxr) to it.
     realtime : bool
         Pace blocks to the wall clock: block ``k`` is released when its last sample
         would have been recorded (deadlines are absolute, so no drift accumulates).
