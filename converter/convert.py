@@ -31,10 +31,10 @@ from firmware_py.bundle import MAX_HOP_S, hop_frames_for, hop_s_ok, load_bundle,
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 from firmware_py.inference import Model
+from training.quantize import to_float, to_int8
 from training.runfolder import read_run
 
 from .edgetpu import check_model, compile_for_edgetpu
-from .quantize import to_float, to_int8
 
 log = logging.getLogger(__name__)
 

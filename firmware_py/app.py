@@ -1,4 +1,4 @@
-"""Wiring of the device loop: source -> pipeline -> sinks (console, MQTT, display).
+"""Wiring of the device loop: source -> pipeline -> sinks (console, display, MQTT, ...).
 
 ``run_listen(config)`` is what ``genre-edge listen`` and the systemd service run. It
 takes every front-end and label setting from the bundle, opens the source, and
@@ -8,27 +8,25 @@ arrives (SIGTERM/SIGINT: ``offline`` is published, the stream closed, exit 0).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import resource
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from datetime import datetime, timezone
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
-
-import numpy as np
 
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .errors import DeviceError, GenreEdgeError
 from .pipeline import HopResult, Pipeline
-from .smoothing import SILENCE
-from .text import json_line
+from .sinks.base import Sink
+from .sinks.console import ConsoleSink
+from .state import HopState
+
+__all__ = ["STATS_WINDOW", "CallbackSink", "ConsoleSink", "Stats", "open_model", "run_listen",
+           "state_payload"]
 
 log = logging.getLogger(__name__)
 
@@ -45,52 +43,10 @@ def open_model(bundle: Bundle, threads: int, edgetpu: str | None) -> Any:
     return bundle.open_model(threads=threads)
 
 
+
 def state_payload(result: HopResult, labels: list[str], model_name: str) -> dict[str, Any]:
-    st = result.state
-    return {
-        "genre": st.genre,
-        "confidence": round(float(st.confidence), 4),
-        "probabilities": {k: round(float(v), 4) for k, v in st.probabilities.items()},
-        "level_dbfs": round(float(st.level_dbfs), 1),
-        "model": model_name,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        "audio_t_s": round(result.t_s, 2),
-        "changed": bool(st.changed),
-        # The model's own output: a broken or hostile model can emit NaN/Inf, which JSON
-        # (console, MQTT, the display page) cannot carry: null instead.
-        "raw": {k: round(float(v), 4) if math.isfinite(float(v)) else None
-                for k, v in zip(labels, result.probabilities, strict=True)},
-    }
-
-
-class ConsoleSink:
-    """Human lines (one per hop, ``*`` marks a change) or JSON lines."""
-
-    def __init__(self, stream: TextIO = sys.stdout, as_json: bool = False,
-                 changes_only: bool = False) -> None:
-        self.stream = stream
-        self.as_json = as_json
-        self.changes_only = changes_only
-
-    def __call__(self, payload: dict[str, Any]) -> None:
-        if self.as_json:
-            line = json_line(payload)
-        else:
-            if self.changes_only and not payload["changed"]:
-                return
-            mark = "*" if payload["changed"] else " "
-            raw = {k: v for k, v in payload["raw"].items() if v is not None}
-            top = max(raw, key=raw.get) if raw else None
-            line = (
-                f"{payload['audio_t_s']:8.1f} s {mark} {payload['genre']:<12} "
-                f"{100 * payload['confidence']:5.1f}%  {payload['level_dbfs']:6.1f} dBFS"
-                + (f"   (window: {top} {100 * raw[top]:.0f}%)" if top is not None
-                   else "   (window: no score)")
-            )
-        try:
-            print(line, file=self.stream, flush=True)
-        except BrokenPipeError:
-            pass
+    """The JSON document of one pipeline result (:class:`~firmware_py.state.HopState`)."""
+    return HopState.from_hop(result, labels, model_name).to_dict()
 
 
 #: Latency samples kept between two ``/stats`` snapshots (an hour of hops at 1 s).
@@ -134,75 +90,16 @@ class Stats:
         return out
 
 
-def make_publisher(config: Any, bundle: Bundle) -> Any:
-    """An MQTT publisher for ``config.mqtt`` (None when no broker URL is set)."""
-    m = config.mqtt
-    if not m.url:
-        return None  # without MQTT, paho and ssl (~9 MB resident) are never imported
-    from .mqtt import MqttPublisher, MqttSettings
+class CallbackSink(Sink):
+    """``on_payload``: every state's JSON document to a function (tests, benchmarks)."""
 
-    # Every [mqtt] key that MqttSettings knows, passed through; unset keys (None) take the
-    # settings' own defaults (device id = host name, prefix = genre-edge/<device id>).
-    known = {f.name for f in dataclasses.fields(MqttSettings)}
-    settings = MqttSettings(**{k: v for k, v in dataclasses.asdict(m).items()
-                               if k in known and v is not None})
-    return MqttPublisher(settings, labels=bundle.labels, model_name=bundle.name)
+    name = "callback"
 
+    def __init__(self, function: Callable[[dict[str, Any]], None]) -> None:
+        self.function = function
 
-def make_display(config: Any, bundle: Bundle) -> Any:
-    """The live display page server for ``config.output.http`` (None when unset)."""
-    if not config.output.http:
-        return None
-    from .display import DisplayServer, parse_http_address
-
-    host, port = parse_http_address(config.output.http)
-    return DisplayServer(host, port, labels=bundle.labels, model_name=bundle.name)
-
-
-class SoundsLike:
-    """The indexed track nearest to the last ``window_s`` of audio, every ``every_s``.
-
-    Runs the bundle's int8 embedding model on the same windows as the classifier (one
-    more ~0.3 ms inference per hop) and keeps the newest answer for every payload.
-    """
-
-    def __init__(self, config: Any, bundle: Bundle, threads: int, hop_s: float) -> None:
-        from .similarity import Index, open_embedding_model
-
-        self.index = Index.load(config.index)
-        self.model = open_embedding_model(bundle, threads=threads)
-        self.index.check_model(bundle, config.index, dim=int(self.model.output_shape[-1]))
-        # in hops of the running pipeline (inference.hop_s may differ from the bundle's)
-        self.every_hops = max(1, round(config.every_s / hop_s))
-        self.recent: Any = deque(maxlen=max(1, round(config.window_s / hop_s)))
-        self.hops = 0
-        self.current: dict[str, Any] | None = None
-
-    def update(self, window: np.ndarray, silent: bool) -> dict[str, Any] | None:
-        from .similarity import pool_windows
-
-        if not silent:
-            self.recent.append(self.model.predict(window))
-        self.hops += 1
-        if self.recent and self.hops % self.every_hops == 0:
-            best = self.index.query(pool_windows(np.stack(self.recent)), top=1)
-            if best:
-                self.current = {"path": Path(best[0].path).name,
-                                "similarity": round(float(best[0].similarity), 4)}
-        return self.current
-
-
-def open_sounds_like(config: Any, bundle: Bundle, hop_s: float) -> SoundsLike | None:
-    """"Sounds like" for ``config.similarity`` (None when off, or when the index or the
-    bundle's embedding model does not check out: one error line, and listening goes on,
-    because a service that refused to start over an optional feature would loop)."""
-    if not config.similarity.index:
-        return None
-    try:
-        return SoundsLike(config.similarity, bundle, config.inference.threads, hop_s)
-    except GenreEdgeError as exc:
-        log.error("sounds like is off: %s", exc)
-        return None
+    def publish(self, state: HopState) -> None:
+        self.function(state.to_dict())
 
 
 def run_listen(
@@ -221,10 +118,18 @@ def run_listen(
     0). SIGHUP calls ``reload()`` (which returns a new config) and applies what can
     change without dropping the stream: smoothing and console output; other changed
     settings are logged as needing a restart. ``sd_module`` replaces ``sounddevice``
-    (tests drive the microphone path with a fake stream). ``on_start`` receives the
-    running parts (``pipeline``, ``source``, ``publisher``, ``display``) before the first
-    block, for benchmarks and tests that count what was published.
+    (tests drive the microphone path with a fake stream). ``on_payload`` receives every
+    state's JSON document, right after the console. ``on_start`` receives the running
+    parts (``pipeline``, ``source``, ``publisher``, ``display``, ``bundle``, ``sinks``)
+    before the first block, for benchmarks and tests that count what was published.
+
+    The outputs are :class:`~firmware_py.sinks.base.Sink` objects built from the registry
+    (:mod:`firmware_py.sinks`): each hop's :class:`~firmware_py.state.HopState` goes to
+    every sink in registry order; they start before the first block and stop in
+    ``finally``. Threads: this loop runs on the caller's thread and calls every sink
+    method there; signal handlers only set events and close the source.
     """
+    from .sinks import SinkContext, build_sinks
     from .sources import open_source
 
     stop = stop or threading.Event()
@@ -233,14 +138,10 @@ def run_listen(
     model = open_model(bundle, config.inference.threads, config.inference.edgetpu)
     pipeline = Pipeline(bundle, model, config.smoothing_params(bundle.smoothing),
                         hop_s=config.inference.hop_s)
-    console_sink = ConsoleSink(stream=console or sys.stdout, as_json=config.output.json,
-                               changes_only=config.output.changes_only)
-    sinks: list[Callable[[dict[str, Any]], None]] = [console_sink]
+    # Validates the MQTT settings before any I/O.
+    sinks = build_sinks(SinkContext(config, bundle, pipeline, console or sys.stdout))
     if on_payload:
-        sinks.append(on_payload)
-    publisher = make_publisher(config, bundle)  # validates MQTT settings before any I/O
-    display = make_display(config, bundle)
-    sounds_like = open_sounds_like(config, bundle, pipeline.hop_s)
+        sinks.insert(1, CallbackSink(on_payload))  # right after the console
     source = open_source(config.source, bundle.frontend.sample_rate, sd_module=sd_module)
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -259,50 +160,43 @@ def run_listen(
         for sig in sigs:
             previous[sig] = signal.signal(sig, on_signal)
     stats = Stats()
+    stats_sinks = [sink for sink in sinks if sink.wants_stats]
     stats_interval_s = float(config.mqtt.stats_interval_s or 60)
     next_stats = time.monotonic() + stats_interval_s
     try:
-        if display is not None:
-            display.start()
-            sinks.append(display.update)
-            log.warning("display page: %s", display.url)
-        if publisher is not None:
-            # A file run fails fast on a wrong broker; a microphone (the service) may
-            # start before its broker and connects in the background meanwhile.
-            publisher.start(wait=bool(config.source.input), stop=stop)
-            sinks.append(publisher.publish_state)
+        for sink in sinks:
+            sink.start(stop)
         log.info("listening to %s: bundle %s (%s), hop %.2f s, window %.2f s",
                  source.describe(), bundle.name, ", ".join(bundle.labels), pipeline.hop_s,
                  bundle.frontend.window_s)
         if on_start is not None:
-            on_start({"pipeline": pipeline, "source": source, "publisher": publisher,
-                      "display": display, "bundle": bundle})
+            handles = {sink.name: sink.handle for sink in sinks}
+            on_start({"pipeline": pipeline, "source": source, "publisher": handles.get("mqtt"),
+                      "display": handles.get("display"), "bundle": bundle, "sinks": sinks})
         for block in source.blocks():
             if stop.is_set():
                 break
             for result in pipeline.push(block):
                 stats.add(result)
-                payload = state_payload(result, bundle.labels, bundle.name)
-                if sounds_like is not None:
-                    payload["sounds_like"] = sounds_like.update(
-                        result.window, result.state.genre == SILENCE)
+                state = HopState.from_hop(result, bundle.labels, bundle.name)
+                extra: dict[str, Any] = {}
                 for sink in sinks:
-                    sink(payload)
+                    extra.update(sink.contribute(result))
+                state = state.with_extra(extra)
+                for sink in sinks:
+                    sink.publish(state)
             if hup.is_set() and reload is not None:
                 hup.clear()
-                _apply_reload(config, reload, pipeline, bundle, console_sink)
-            if publisher is not None and time.monotonic() >= next_stats:
-                publisher.publish_stats(stats.snapshot(pipeline))
+                _apply_reload(config, reload, pipeline, bundle, sinks)
+            if stats_sinks and time.monotonic() >= next_stats:
+                _send_stats(stats_sinks, stats.snapshot(pipeline))
                 next_stats = time.monotonic() + stats_interval_s
-        if publisher is not None and pipeline.inferences:
-            publisher.publish_stats(stats.snapshot(pipeline))
+        if stats_sinks and pipeline.inferences:
+            _send_stats(stats_sinks, stats.snapshot(pipeline))
     finally:
         source.close()
-        if display is not None:
-            display.set_online(False)
-            display.stop()
-        if publisher is not None:
-            publisher.stop()
+        for sink in sinks:
+            sink.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if pipeline.inferences == 0 and not stop.is_set():
@@ -313,9 +207,15 @@ def run_listen(
     return 0
 
 
+def _send_stats(sinks: Sequence[Sink], snapshot: dict[str, Any]) -> None:
+    for sink in sinks:
+        sink.stats(snapshot)
+
+
 def _apply_reload(config: Any, reload: Callable[[], Any], pipeline: Pipeline, bundle: Bundle,
-                  console_sink: ConsoleSink) -> None:
-    """SIGHUP: re-read the configuration; apply smoothing and console options live.
+                  sinks: Sequence[Sink]) -> None:
+    """SIGHUP: re-read the configuration; apply smoothing and the sinks' live settings
+    (console output).
 
     A reload that fails for any reason (a bad value, an unreadable file, or a bug) keeps
     every running setting and logs one line: a service must not die of a config edit.
@@ -331,8 +231,8 @@ def _apply_reload(config: Any, reload: Callable[[], Any], pipeline: Pipeline, bu
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
         log.error("SIGHUP: configuration not reloaded, keeping the running one: %s", reason)
         return
-    console_sink.as_json = new.output.json
-    console_sink.changes_only = new.output.changes_only
+    for sink in sinks:
+        sink.reload(new)
     restart = [name for name in ("bundle", "log_level", "source", "inference", "mqtt", "similarity")
                if getattr(new, name) != getattr(config, name)]
     if new.output.http != config.output.http:

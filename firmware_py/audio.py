@@ -2,9 +2,8 @@
 
 Files are decoded by ``soundfile`` when it is installed (wav, flac, ogg/opus, mp3);
 without it, WAV still works through ``scipy.io.wavfile`` so a minimal device
-install can read WAV. Resampling is polyphase FIR (``scipy.signal.resample_poly``
-design: Kaiser window, beta 5, 10 zero crossings per side), and the streaming
-resampler produces the very same samples chunk by chunk.
+install can read WAV. Resampling is libsoxr's (python-soxr, quality 'HQ'), batch
+and streaming alike: the streaming resampler, flushed, gives the batch output.
 """
 
 from __future__ import annotations
@@ -31,17 +30,44 @@ _MAX_RATIO_TERM = 1000
 
 
 # -- rate conversion ----------------------------------------------------------------
+#: libsoxr's quality recipe for all resampling, batch and streaming. 'HQ' (20-bit precision:
+#: flat to 91 % of the lower Nyquist rate, over 120 dB of alias rejection from Nyquist up) is
+#: libsoxr's default and the one the training audio was resampled with (librosa's
+#: ``soxr_hq``), so the device hears what the model was trained on. 'VHQ' (28-bit) is past
+#: float32's 24 bits and costs ~30 % more CPU and twice the delay; 'MQ' saves ~10 %.
+SOXR_QUALITY = "HQ"
+#: Names the resampler in the digests of caches whose contents it shapes (training/rooms.py).
+RESAMPLER_ID = f"soxr-{SOXR_QUALITY}"
+
+
+def _soxr() -> Any:
+    """python-soxr, imported on first use (~0.5 MB resident with a running 48 kHz stream):
+    a 16 kHz file or microphone never loads it."""
+    try:
+        import soxr
+    except ImportError:
+        raise AudioError(
+            "resampling needs python-soxr, a dependency of genre-edge that is not installed: "
+            "pip install soxr"
+        ) from None
+    return soxr
+
+
 def rate_ratio(source_rate: int, target_rate: int) -> tuple[int, int]:
-    """``(up, down)`` with ``source_rate * up / down`` == (or within 0.01 % of) target."""
+    """``(up, down)`` with ``source_rate * up / down`` == (or within 0.01 % of) target.
+
+    The guard every resampler passes: rates must be > 0 and at most 1000:1 apart. The
+    ratio itself only decides that rates within 0.01 % of each other pass through
+    (``up == down``) and sizes allocations; libsoxr resamples at the exact rates.
+    """
     if source_rate <= 0 or target_rate <= 0:
         raise AudioError(
             f"invalid sample rate {source_rate} Hz -> {target_rate} Hz: rates must be > 0"
         )
     frac = Fraction(target_rate, source_rate)
     if not Fraction(1, _MAX_RATIO_TERM) <= frac <= _MAX_RATIO_TERM:
-        # Beyond 1000:1 either way the up-factor rounds to 0 (40 MHz to 16 kHz) or every
-        # input sample makes thousands of outputs (1 Hz): no real pair of rates is that far
-        # apart.
+        # Beyond 1000:1 either way (40 MHz to 16 kHz, 1 Hz) no real pair of rates is
+        # meant: a header or a setting is wrong.
         raise AudioError(
             f"cannot resample {source_rate} Hz to {target_rate} Hz: the rates are more than "
             f"{_MAX_RATIO_TERM}:1 apart; use a rate between {MIN_FILE_RATE} and "
@@ -52,54 +78,47 @@ def rate_ratio(source_rate: int, target_rate: int) -> tuple[int, int]:
     return frac.numerator, frac.denominator
 
 
-def _design_filter(up: int, down: int) -> np.ndarray:
-    """The low-pass ``scipy.signal.resample_poly`` uses by default, in numpy alone.
-
-    ``firwin(2 * 10 * max(up, down) + 1, 1 / max(up, down), window=("kaiser", 5.0))``:
-    a windowed sinc with its cut-off at the lower Nyquist rate, unit gain at DC, times
-    ``up``. Written out here because importing ``scipy.signal`` costs ~80 MB of resident
-    memory on the device (tests check the taps against scipy's).
-    """
-    max_rate = max(up, down)
-    half_len = 10 * max_rate
-    cutoff = 1.0 / max_rate
-    n = np.arange(2 * half_len + 1, dtype=np.float64) - half_len
-    h = cutoff * np.sinc(cutoff * n) * np.kaiser(2 * half_len + 1, 5.0)
-    h /= h.sum()
-    return h * up
+def resampled_length(n: int, source_rate: int, target_rate: int) -> int:
+    """Samples that ``n`` input samples become: ``n * target / source`` rounded to the
+    nearest, halves up (libsoxr's length, batch or streamed and flushed)."""
+    return (2 * n * target_rate + source_rate) // (2 * source_rate)
 
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Resample a whole 1-D signal; float32 out. Identity when the rates match.
+    """Resample a whole 1-D signal with libsoxr ('HQ'); float32 out. Identity when the
+    rates match (or are within 0.01 %).
 
-    The same output as ``scipy.signal.resample_poly(x, up, down, window=("kaiser", 5.0))``
-    (``ceil(len * up / down)`` samples), computed by :class:`StreamingResampler` in
-    blocks so that memory stays bounded for long files.
+    :func:`resampled_length` samples come out, time-aligned with the input (no delay).
+    :class:`StreamingResampler` fed the same samples in any blocks and flushed gives the
+    same output (tested within 1e-6: libsoxr's one-shot call streams internally too).
+    Raises :class:`AudioError` for non-finite samples (a NaN would smear over a whole
+    filter block).
     """
-    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    x = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
     if source_rate == target_rate:
         return x
     up, down = rate_ratio(source_rate, target_rate)
     if up == down:
         return x
-    rs = StreamingResampler(source_rate, target_rate)
-    return np.concatenate((rs.push(x), rs.flush())).astype(np.float32, copy=False)
-
-
-#: Entries of the (outputs x taps) gather matrix one resampler step builds (~1 MB each of
-#: indices, samples and taps): a step takes as many input samples as keep it this size
-#: (~6400 at 48 -> 16 kHz), where a whole second at 48 kHz would briefly cost ~16 MB of
-#: resident memory, and an up-sampling ratio many times more.
-_GATHER_ENTRIES = 1 << 17
+    check_finite(x, "audio to resample")
+    if x.shape[0] == 0:
+        return x
+    y = _soxr().resample(x, int(source_rate), int(target_rate), quality=SOXR_QUALITY)
+    return np.asarray(y, dtype=np.float32)
 
 
 class StreamingResampler:
-    """Polyphase resampler for live audio: push chunks of any size, get output samples.
+    """libsoxr's streaming resampler ('HQ') for live audio: push chunks of any size, get
+    output samples.
 
-    The concatenated output equals ``resample(all_input)`` sample for sample (up to
-    float rounding) for every sample whose filter support has arrived; the last
-    ``~10`` input samples' worth of output appears with the next push (the filter's
-    look-ahead, 0.2 ms at 48 kHz).
+    The output is time-aligned with the input: after a :meth:`flush` the concatenated
+    output equals ``resample(all_input)`` (within 1e-6), so windows counted in output
+    samples line up with the batch front-end's. Until then the filter holds back its
+    look-ahead and part of one internal block: at most ~40 ms of output from 44.1 or
+    48 kHz in 0.1 s blocks (21-23 ms on average), which arrives with the next pushes.
+    Non-finite input samples are zeroed (counted in ``nonfinite_samples``): through
+    libsoxr one NaN would spoil a whole block of output, where the pipeline zeroes single
+    samples.
     """
 
     def __init__(self, source_rate: int, target_rate: int) -> None:
@@ -107,67 +126,57 @@ class StreamingResampler:
         self.target_rate = int(target_rate)
         self.up, self.down = rate_ratio(self.source_rate, self.target_rate)
         self.passthrough = self.up == self.down
+        self.nonfinite_samples = 0
         self._n_in = 0  # input samples consumed so far
-        if self.passthrough:
-            return
-        h = _design_filter(self.up, self.down)
-        self.half_len = (h.shape[0] - 1) // 2
-        # Polyphase table: phase p uses taps h[p], h[p + up], ...; row i multiplies x[k - i].
-        taps = math.ceil(h.shape[0] / self.up)
-        padded = np.zeros(taps * self.up)
-        padded[: h.shape[0]] = h
-        self._phases = padded.reshape(taps, self.up).T.astype(np.float64)  # (up, taps)
-        self._taps = taps
-        self._history = np.zeros(taps - 1, dtype=np.float64)  # zeros before the start
-        self._m_next = 0  # index of the next output sample
+        self._n_out = 0
+        self._flushed = False
+        self._stream: Any = None
+        if not self.passthrough:
+            self._stream = _soxr().ResampleStream(self.source_rate, self.target_rate, 1,
+                                                  dtype="float32", quality=SOXR_QUALITY)
 
     @property
     def samples_in(self) -> int:
         """Input samples pushed so far."""
         return self._n_in
 
+    @property
+    def samples_out(self) -> int:
+        """Output samples returned so far."""
+        return self._n_out
+
     def push(self, samples: np.ndarray) -> np.ndarray:
+        if self._flushed:
+            raise AudioError("this resampler's stream has ended (flushed): start a new one")
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._n_in += x.shape[0]
         if self.passthrough:
-            self._n_in += x.shape[0]
+            self._n_out += x.shape[0]
             return x
-        step = max(1, _GATHER_ENTRIES * self.down // (self.up * self._taps))
-        if x.shape[0] > step:
-            return np.concatenate([self._push(x[i : i + step])
-                                   for i in range(0, x.shape[0], step)])
-        return self._push(x)
+        if x.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        # One sum instead of an isfinite pass: NaN/Inf anywhere make it non-finite (so can
+        # an overflow, rarely: then the exact check below finds nothing to zero).
+        if not math.isfinite(float(np.add.reduce(x, dtype=np.float32))):
+            bad = ~np.isfinite(x)
+            if bad.any():
+                self.nonfinite_samples += int(np.count_nonzero(bad))
+                x = np.where(bad, np.float32(0.0), x)
+        y = self._stream.resample_chunk(np.ascontiguousarray(x))
+        self._n_out += y.shape[0]
+        return y
 
     def flush(self) -> np.ndarray:
-        """The output still held back by the filter's look-ahead, as if the input ended here
-        with zeros: after it, ``ceil(samples_in * up / down)`` samples have come out in all
-        (``scipy.signal.resample_poly``'s length). The stream is over after a flush."""
-        if self.passthrough:
+        """The output still held back, as if the input ended here: after it,
+        ``resampled_length(samples_in, ...)`` samples have come out in all. The stream is
+        over after a flush (a push raises :class:`AudioError`)."""
+        if self._flushed or self.passthrough:
+            self._flushed = True
             return np.zeros(0, dtype=np.float32)
-        n_out = -(-self._n_in * self.up // self.down)
-        before = self._m_next
-        tail = self._push(np.zeros(self.half_len // self.up + self._taps + 1, dtype=np.float32))
-        return tail[: max(0, n_out - before)]
-
-    def _push(self, x: np.ndarray) -> np.ndarray:
-        buf = np.concatenate((self._history, x.astype(np.float64)))
-        n_total = self._n_in + x.shape[0]
-        # Output m needs input up to k_max(m) = floor((m * down + half_len) / up).
-        m_end = (n_total * self.up - self.half_len - 1) // self.down + 1  # first m not ready
-        m = np.arange(self._m_next, max(m_end, self._m_next), dtype=np.int64)
-        if m.shape[0]:
-            t = m * self.down + self.half_len
-            k_max = t // self.up
-            phase = t % self.up
-            # buf[0] holds input index (n_in - len(history)).
-            base = k_max - (self._n_in - self._history.shape[0])
-            idx = base[:, None] - np.arange(self._taps)[None, :]
-            y = np.einsum("ij,ij->i", self._phases[phase], buf[idx])
-        else:
-            y = np.zeros(0)
-        self._m_next += m.shape[0]
-        self._n_in = n_total
-        self._history = buf[-(self._taps - 1) :] if self._taps > 1 else buf[:0]
-        return y.astype(np.float32)
+        self._flushed = True
+        y = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        self._n_out += y.shape[0]
+        return y
 
 
 # -- decoding -----------------------------------------------------------------------
@@ -354,7 +363,7 @@ class _Growing:
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Any file soundfile reads -> mono float32 at ``sample_rate`` (polyphase resampling).
+    """Any file soundfile reads -> mono float32 at ``sample_rate`` (libsoxr resampling).
 
     Decoded, mixed down and resampled in blocks: memory holds the result at the model's
     rate, never the file at its own rate and channel count. Raises :class:`AudioError`

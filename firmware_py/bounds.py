@@ -36,3 +36,14 @@ def range_problem(spec: dataclasses.Field[Any], value: Any) -> str | None:
     if not low <= value <= high:
         return f"must be between {low:g} and {high:g}{unit}, got {brief(value)}"
     return None
+
+
+def tuning(default: Any) -> Any:
+    """A dataclass field that is not a configuration key: code and tests set it, the
+    file, the environment and the flags cannot (see :func:`is_key`)."""
+    return dataclasses.field(default=default, metadata={"key": False})
+
+
+def is_key(spec: dataclasses.Field[Any]) -> bool:
+    """Whether ``spec`` is a configuration key (every field not declared with :func:`tuning`)."""
+    return spec.metadata.get("key", True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -39,6 +40,29 @@ def finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite(v) for v in value]
     return value
+
+
+def jsonable(obj: Any) -> Any:
+    """JSON-safe copy of a payload: NaN/inf become null (Home Assistant and the browser's
+    ``JSON.parse`` reject them; a digitally silent level is -inf dBFS), numpy scalars and
+    arrays become Python, keys become strings, anything else its ``str``. The MQTT sink and
+    the display page both send it."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
+        try:
+            return jsonable(obj.item())
+        except (TypeError, ValueError):
+            pass
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy array
+        return jsonable(obj.tolist())
+    return str(obj)
 
 
 def json_line(value: Any) -> str:

@@ -101,6 +101,10 @@ def check_common(doc: dict[str, Any], seconds: float) -> None:
     for rate, r in st["resample"].items():
         assert r["source_rate_hz"] == int(rate) and r["target_rate_hz"] == 16000
         check_pct(r["per_audio_s_ms"], f"resample {rate}")
+        # CPU against the former polyphase FIR, same process: reported, never asserted
+        assert r["resampler"] == "soxr-HQ"
+        assert r["cpu_ms_per_audio_s"] > 0 and r["polyphase_cpu_ms_per_audio_s"] > 0
+        assert r["speedup_vs_polyphase"] > 0
     fe = st["frontend"]
     for key in ("per_frame_hop_ms", "per_block_ms", "per_inference_hop_ms"):
         check_pct(fe[key], key)
@@ -131,6 +135,9 @@ def check_common(doc: dict[str, Any], seconds: float) -> None:
     assert mem["steps"][0]["module"] == "python"
     assert any(m["module"] == "numpy" and m["added_mb"] > 0 for m in mem["steps"])
     assert "numpy" in mem["third_party"] and not {"tensorflow", "librosa"} & set(mem["third_party"])
+    modules = [m["module"] for m in mem["steps"]]
+    assert modules.index("front-end, first push") < modules.index("resampler 48 kHz, first push")
+    assert "soxr" in mem["third_party"]  # loaded by the first resampler, not by an import
 
     assert [t["key"] for t in doc["targets"]] == [t[0] for t in TARGETS]
     for t in doc["targets"]:

@@ -55,10 +55,12 @@ def test_bench_frontend_json(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     for key in ("streaming_ms_per_audio_s", "librosa_window_ms_per_audio_s", "speedup_vs_librosa",
                 "streaming_10ms_blocks_ms_per_audio_s", "streaming_device_blocks_ms_per_audio_s",
-                "speedup_vs_librosa_device_blocks"):
+                "speedup_vs_librosa_device_blocks", "resample_ms_per_audio_s",
+                "polyphase_resample_ms_per_audio_s", "resample_speedup_vs_polyphase"):
         assert isinstance(data[key], float) and data[key] > 0, key
     assert data["audio_s"] == 10.0
-    assert "speedup vs librosa" in res.stdout
+    assert data["resampler"] == "soxr-HQ" and data["resample_source_rate_hz"] == 48000
+    assert "speedup vs librosa" in res.stdout and "resampler speed-up vs polyphase" in res.stdout
 
 
 def test_device_commands_do_not_import_tensorflow() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware_py.bounds import is_key
 from firmware_py.bundle import default_bundle_path
 from firmware_py.commands import DEMO_CLIP
 from firmware_py.config import Config, load_config
@@ -43,8 +44,9 @@ def numeric_keys() -> list[str]:
     keys = []
     for section, tp in typing.get_type_hints(Config).items():
         if dataclasses.is_dataclass(tp):
-            keys += [f"{section}.{name}" for name, ftp in typing.get_type_hints(tp).items()
-                     if _is_number(ftp)]
+            hints = typing.get_type_hints(tp)  # tuning fields are not configuration keys
+            keys += [f"{section}.{f.name}" for f in dataclasses.fields(tp)
+                     if is_key(f) and _is_number(hints[f.name])]
     keys += [f"smoothing.{name}" for name, tp in typing.get_type_hints(SmoothingParams).items()
              if _is_number(tp)]
     return keys

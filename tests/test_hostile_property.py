@@ -139,14 +139,19 @@ def _toml_value(value: Any) -> str:
 
 
 def _expected_types() -> dict[str, tuple[type, ...]]:
+    import dataclasses
     import typing
 
+    from firmware_py.bounds import is_key
     from firmware_py.config import _SECTIONS
     from firmware_py.smoothing import SmoothingParams
 
     out: dict[str, tuple[type, ...]] = {"bundle": (str,), "log_level": (str,)}
     for name, cls in _SECTIONS.items():
-        for key, tp in typing.get_type_hints(cls).items():
+        hints = typing.get_type_hints(cls)
+        # tuning fields (MqttSettings' reconnect delays, ...) are not configuration keys
+        for key in (f.name for f in dataclasses.fields(cls) if is_key(f)):
+            tp = hints[key]
             args = typing.get_args(tp) or (tp,)
             out[f"{name}.{key}"] = tuple(a for a in args if a is not type(None))
     for key in SmoothingParams.field_names():

@@ -320,7 +320,7 @@ def test_sighup_names_every_setting_that_needs_a_restart(caplog) -> None:
     new = dataclasses.replace(old, log_level="debug", similarity=dataclasses.replace(
         old.similarity, index="/nonexistent/index.npz"))
     with caplog.at_level(logging.WARNING, logger="firmware_py.app"):
-        _apply_reload(old, lambda: new, pipeline, bundle, ConsoleSink(io.StringIO()))
+        _apply_reload(old, lambda: new, pipeline, bundle, [ConsoleSink(io.StringIO())])
     assert "restart to apply changes to log_level, similarity" in caplog.text
 
 

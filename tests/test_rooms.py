@@ -106,7 +106,7 @@ def test_synthetic_noises_have_unit_rms_and_their_own_colour(kind: str) -> None:
         rooms.synthetic_noise(np.random.default_rng(1), 10, FS, "jet")
 
 
-def test_user_responses_and_noises_from_folders(tmp_path: Path) -> None:
+def test_user_responses_and_noises_from_folders(tmp_path: Path, monkeypatch) -> None:
     rng = np.random.default_rng(3)
     (tmp_path / "rir").mkdir()
     t = np.arange(int(0.4 * 48000)) / 48000
@@ -122,6 +122,16 @@ def test_user_responses_and_noises_from_folders(tmp_path: Path) -> None:
     assert cond.noise == "file:0" and cond.rir == 0
     y = rooms.render(np.sin(np.arange(2 * FS) / 5.0), FS, cond, rs.rirs[0], rs.noises)
     assert rms_dbfs(y) == pytest.approx(-25.0, abs=0.5)
+    # The recordings were resampled: another resampler makes other renderings (another
+    # digest, so their room features are not reused); simulated rooms are not resampled.
+    import firmware_py.audio
+
+    simulated = rooms.room_set("test", FS, None, n_rirs=1).digest
+    monkeypatch.setattr(firmware_py.audio, "RESAMPLER_ID", "another-resampler")
+    again = rooms.room_set("test", FS, tmp_path / "c", rir_dir=tmp_path / "rir",
+                           noise_dir=tmp_path / "noise")
+    assert again.digest != rs.digest
+    assert rooms.room_set("test", FS, None, n_rirs=1).digest == simulated
     (tmp_path / "empty").mkdir()
     with pytest.raises(GenreEdgeError, match="--rir-dir .* holds no audio files"):
         rooms.room_set("test", FS, None, rir_dir=tmp_path / "empty")

@@ -27,12 +27,12 @@ import pytest
 import soundfile
 
 from firmware_py.audio import load_audio, resample
-from firmware_py.config import SourceConfig
 from firmware_py.errors import AudioError, DeviceError
 from firmware_py.features import logmel
 from firmware_py.sources import (
     FileSource,
     MicrophoneSource,
+    SourceConfig,
     import_sounddevice,
     list_input_devices,
     open_source,

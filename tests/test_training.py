@@ -229,8 +229,8 @@ def test_every_preset_builds_with_its_input_shape() -> None:
 
 def test_edge_model_is_small_int8_and_edge_tpu_mappable(tmp_path: Path) -> None:
     from converter.edgetpu import check_model
-    from converter.quantize import to_int8
     from training.models import band_norm_layer, build_model
+    from training.quantize import to_int8
 
     model = build_model("edge", 300, 64, 11)
     band_norm_layer(model).set_stats(np.linspace(-60, -20, 64), np.linspace(8, 15, 64))

@@ -4,7 +4,7 @@ A real clip is played (paplay, 44.1 kHz stereo) into a PulseAudio null sink; ``l
 captures the sink's monitor through sounddevice -> PortAudio -> ALSA's pulse plugin at
 44.1 kHz (``--device-rate``: the plugin would accept 16 kHz too and resample itself), asks
 for one channel (PulseAudio mixes the stereo clip down), resamples to the model's 16 kHz
-with its own polyphase filter and publishes to a real mosquitto. The sink is then removed mid-stream and created again: the stream must reopen
+with libsoxr and publishes to a real mosquitto. The sink is then removed mid-stream and created again: the stream must reopen
 and publishing resume. What a virtual device cannot do (rates it refuses, stalls without an
 error, a block PortAudio reuses, overflow flags) stays with the fake stream in
 ``tests/test_sources.py``.

@@ -89,7 +89,7 @@ cp "$wheel" "$ROOT$WHEELS/"
 wheel_in_root=$WHEELS/$(basename "$wheel")
 # The versions this machine runs, so that both sides compute with the same libraries.
 "$PYTHON" -m pip freeze --exclude-editable |
-    grep -iE '^(numpy|scipy|ai-edge-litert|sounddevice|paho-mqtt|soundfile|cffi|pycparser|pytest|pytest-timeout|hypothesis|iniconfig|pluggy|packaging|attrs|sortedcontainers|tomli)==' \
+    grep -iE '^(numpy|scipy|soxr|ai-edge-litert|sounddevice|paho-mqtt|soundfile|cffi|pycparser|pytest|pytest-timeout|hypothesis|iniconfig|pluggy|packaging|attrs|sortedcontainers|tomli)==' \
     >"$ROOT$WHEELS/constraints.txt"
 # Every manylinux tag bookworm's glibc (2.36) runs: ai-edge-litert 2.x is manylinux_2_27 only.
 platforms=(--platform manylinux2014_aarch64)

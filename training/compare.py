@@ -22,8 +22,8 @@ def int8_figures(run_dir: Path, representative: int = 64) -> dict[str, Any]:
     import keras
 
     import training.models  # noqa: F401
-    from converter.quantize import to_int8
     from training.dataset import eval_windows, load_run_splits
+    from training.quantize import to_int8
 
     run = json.loads((run_dir / "run.json").read_text())
     wf = int(run["frontend"]["window_frames"])

@@ -5,19 +5,19 @@ One training *epoch* draws ``crops_per_track`` random windows from every trainin
 validation uses every window at a fixed hop and votes per track. The best epoch by
 validation track-level accuracy (ties: window accuracy, then lower loss) is saved as
 ``RUN/model.keras``.
+
+The pieces: :mod:`training.train_config` (hyper-parameters), :mod:`training.sampler`
+(the input), :mod:`training.tf_setup` (TensorFlow and Keras set-up); re-exported here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,257 +27,26 @@ from firmware_py.bundle import hop_frames_for
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
-from .augment import AugmentParams, augment_batch
-from .dataset import DatasetSpec, Track, eval_windows, pad_to, write_run_splits
+from .dataset import DatasetSpec, Track, eval_windows, write_run_splits
 from .metrics import summarize
+from .sampler import WindowSampler, band_stats, class_weights
+from .tf_setup import (
+    configure_tensorflow,
+    distribution_strategy,
+    export_float32,
+    make_optimizer,
+    time_budget,
+    use_mixed_precision,
+)
+from .train_config import TrainConfig
+
+__all__ = [
+    "TrainConfig", "WindowSampler", "band_stats", "calibrate_saved_model", "class_weights",
+    "configure_tensorflow", "export_float32", "predict_tracks", "selection_key", "time_budget",
+    "train",
+]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters (stored in ``run.json`` as ``train``).
-
-    Attributes
-    ----------
-    arch : str
-        Preset name (``training.models.PRESETS``).
-    epochs : int
-        Largest number of epochs.
-    batch_size : int
-        Windows per step (per replica when distributed).
-    crops_per_track : int
-        Random training windows drawn from each training track per epoch.
-    learning_rate : float or None
-        Peak learning rate; ``None`` takes the preset's.
-    warmup_epochs : float
-        Linear warm-up length, then cosine decay to 1 % of the peak.
-    weight_decay : float
-        AdamW decoupled weight decay.
-    label_smoothing : float
-        Label smoothing of the cross-entropy.
-    patience : int
-        Stop after this many epochs without a better validation track accuracy.
-    min_epochs : int or None
-        Never stop early before this epoch (default: half of ``epochs``, so the
-        cosine schedule gets to its low learning rates, where the tiny validation set
-        stops being noisy).
-    seed : int
-        Seed of everything random (crops, augmentation, initialisation).
-    hop_s : float
-        Hop of the evaluation windows, seconds.
-    threads : int
-        TensorFlow intra-op threads (0: all cores).
-    distribute : str
-        ``none`` or ``mirrored`` (``tf.distribute.MirroredStrategy`` over all GPUs).
-    mixed_precision : str
-        ``auto`` (float16 compute on a GPU), ``on`` or ``off``.
-    ema : float
-        Momentum of an exponential moving average of the weights (0: off); validation,
-        checkpoints and the exported model use the averaged weights.
-    balance : bool
-        Draw the same number of training windows from every class per epoch (tracks of
-        small classes are visited more often) instead of weighting the loss per class.
-    teacher : str or None
-        Distil from this pre-trained tagger (``training.teacher.TEACHERS``): the target of
-        every training window becomes ``(1 - distill) * one-hot + distill * teacher``.
-    distill : float
-        Weight of the teacher's probabilities in the targets.
-    distill_temperature : float
-        Softening of the teacher's probabilities (``p ** (1 / T)``).
-    teacher_l2 : float
-        L2 penalty of the teacher's linear probe.
-    rooms : int
-        Renderings of every training track through simulated rooms (:mod:`training.rooms`:
-        speaker, room response, noise, microphone band, level), cached once; 0 trains on
-        clean clips only.
-    clean_p : float
-        With ``rooms``, the share of training crops taken from the clean clip.
-    val_rooms : int
-        With ``rooms``, renderings of every validation track through the validation rooms;
-        checkpoints are chosen on the mean of clean and in-room validation track accuracy.
-    rir_dir, noise_dir : str or None
-        A folder of measured room impulse responses / background recordings that replaces
-        the simulated training rooms / synthetic noises.
-    hint : float
-        With a teacher: weight of a second loss that makes the student's pooled features
-        predict the teacher's whole embedding (200 penultimate activations + 50 tags,
-        standardised; mean squared error through a linear head used only in training):
-        far more to learn from per window than the 11 probabilities. 0: off.
-    budget_min : float
-        Train for this many minutes of wall clock (the learning-rate schedule follows the
-        clock, ``epochs`` is only an upper bound); 0: the epoch schedule.
-    calibrate : bool
-        Fit a softmax temperature on the validation windows (clean and in-room) after
-        training and fold it into the saved model (``run.json`` ``calibration``).
-    augment : AugmentParams
-        Augmentation strengths.
-    """
-
-    arch: str = "edge"
-    epochs: int = 24
-    batch_size: int = 64
-    crops_per_track: int = 16
-    learning_rate: float | None = None
-    warmup_epochs: float = 2.0
-    weight_decay: float = 1e-3
-    label_smoothing: float = 0.05
-    patience: int = 10
-    min_epochs: int | None = None
-    seed: int = 0
-    hop_s: float = 1.0
-    threads: int = 0
-    distribute: str = "none"
-    mixed_precision: str = "auto"
-    ema: float = 0.0
-    balance: bool = False
-    teacher: str | None = None
-    distill: float = 0.5
-    distill_temperature: float = 1.0
-    teacher_l2: float = 1.0
-    rooms: int = 0
-    clean_p: float = 0.25
-    val_rooms: int = 2
-    rir_dir: str | None = None
-    noise_dir: str | None = None
-    calibrate: bool = True
-    budget_min: float = 0.0
-    hint: float = 0.0
-    augment: AugmentParams = field(default_factory=AugmentParams)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def configure_tensorflow(threads: int) -> Any:
-    """Import TensorFlow with quiet logs and the given thread count; returns the module."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    n = threads or os.cpu_count() or 1
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        # Two inter-op threads: the input pipeline and the model overlap, more only thrash 2 cores.
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
-    except RuntimeError:  # already initialised in this process (tests); keep its settings
-        pass
-    return tf
-
-
-def band_stats(tracks: Sequence[Track]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-mel-band mean and standard deviation (dB) over every frame of ``tracks``."""
-    total = 0
-    s = s2 = None
-    for t in tracks:
-        f = np.asarray(t.features(), dtype=np.float64)
-        s = f.sum(0) if s is None else s + f.sum(0)
-        s2 = (f * f).sum(0) if s2 is None else s2 + (f * f).sum(0)
-        total += f.shape[0]
-    mean = s / total
-    std = np.sqrt(np.maximum(s2 / total - mean * mean, 1e-6))
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
-def class_weights(labels: Sequence[int], n_labels: int) -> np.ndarray:
-    """``total / (n_labels * count)`` per class: balanced classes weigh 1."""
-    counts = np.bincount(np.asarray(labels, dtype=int), minlength=n_labels).astype(np.float64)
-    if np.any(counts == 0):
-        missing = int(np.flatnonzero(counts == 0)[0])
-        raise GenreEdgeError(f"label {missing} has no training tracks: every genre needs some")
-    return (counts.sum() / (n_labels * counts)).astype(np.float32)
-
-
-class WindowSampler:
-    """Endless batches of augmented random crops: ``(x[..., None], y_onehot, weight)``."""
-
-    def __init__(self, features: Sequence[np.ndarray], labels: Sequence[int], n_labels: int,
-                 window_frames: int, cfg: TrainConfig, frontend: FrontendParams,
-                 weights: np.ndarray, soft: Sequence[np.ndarray] | None = None,
-                 soft_hop_frames: float = 100.0,
-                 variants: Sequence[Sequence[np.ndarray]] | None = None,
-                 hints: Sequence[np.ndarray] | None = None) -> None:
-        self.features = features
-        self.variants = variants
-        self.hints = hints
-        self.labels = np.asarray(labels, dtype=int)
-        self.n_labels = n_labels
-        self.window_frames = window_frames
-        self.cfg = cfg
-        self.frontend = frontend
-        self.weights = weights
-        self.soft = soft
-        self.soft_hop_frames = soft_hop_frames
-        self.rng = np.random.default_rng(cfg.seed + 1)
-        self.per_epoch = len(features) * cfg.crops_per_track
-        self.steps_per_epoch = max(1, math.ceil(self.per_epoch / cfg.batch_size))
-
-    def epoch_samples(self) -> np.ndarray:
-        idx = np.repeat(np.arange(len(self.features)), self.cfg.crops_per_track)
-        if self.cfg.balance:
-            # Same number of windows per class: every track of a class equally often, the
-            # remainder drawn at random without replacement.
-            per_class = len(idx) // self.n_labels
-            picks = []
-            for c in range(self.n_labels):
-                tracks = np.flatnonzero(self.labels == c)
-                reps, rest = divmod(per_class, len(tracks))
-                picks.append(np.repeat(tracks, reps))
-                picks.append(self.rng.choice(tracks, rest, replace=False))
-            idx = np.concatenate(picks)
-        return self.rng.permutation(idx)
-
-    def _batch(self, ids: np.ndarray, eye: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One random crop per track id and its target: the one-hot label, mixed with the
-        teacher's probabilities at the crop's position when distilling."""
-        wf = self.window_frames
-        xs, starts = [], []
-        for i in ids:
-            feats = self.features[i]
-            if self.variants is not None and self.variants[i] and self.rng.random() >= self.cfg.clean_p:
-                # The same track heard in one of its rooms; renderings are aligned with the
-                # clean clip, so the crop position (and the teacher's target) is the same.
-                feats = self.variants[i][int(self.rng.integers(0, len(self.variants[i])))]
-            feats = pad_to(feats, wf)
-            s = int(self.rng.integers(0, feats.shape[0] - wf + 1))
-            xs.append(np.asarray(feats[s : s + wf], dtype=np.float32))
-            starts.append(s)
-        y = eye[self.labels[ids]]
-        if self.soft is not None:
-            from .teacher import target_at
-
-            teacher = np.stack([target_at(self.soft[i], s, self.soft_hop_frames)
-                                for i, s in zip(ids, starts, strict=True)])
-            y = (1.0 - self.cfg.distill) * y + self.cfg.distill * teacher
-        self._last_hints = None
-        if self.hints is not None:
-            from .teacher import target_at
-
-            self._last_hints = np.stack([target_at(self.hints[i], s, self.soft_hop_frames)
-                                         for i, s in zip(ids, starts, strict=True)]).astype(np.float32)
-        return np.stack(xs).astype(np.float32), y.astype(np.float32)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        bs = self.cfg.batch_size
-        eye = np.eye(self.n_labels, dtype=np.float32)
-        while True:
-            order = self.epoch_samples()
-            # Pad the epoch to whole batches so every step has a full, static-shape batch.
-            need = self.steps_per_epoch * bs - len(order)
-            if need > 0:
-                order = np.concatenate([order, self.rng.choice(order, need)])
-            for b in range(self.steps_per_epoch):
-                ids = order[b * bs : (b + 1) * bs]
-                x, y = self._batch(ids, eye)
-                w = self.weights[self.labels[ids]]
-                hints = self._last_hints
-                x, y, w = augment_batch(x, y, w, self.rng, self.cfg.augment,
-                                        hop_s=self.frontend.hop_s,
-                                        floor_db=self.frontend.log_floor_db,
-                                        log_domain=self.frontend.compression == "log")
-                if hints is None:
-                    yield x[..., None], y, w
-                else:  # mixup would mix inputs without their hints: refused with --hint
-                    yield x[..., None], (y, hints), (w, w)
 
 
 def predict_tracks(model: Any, tracks: Sequence[Track], window_frames: int, hop_frames: int,
@@ -310,79 +79,6 @@ def predict_tracks(model: Any, tracks: Sequence[Track], window_frames: int, hop_
             flush()
     flush()
     return out
-
-
-def _strategy(tf: Any, distribute: str) -> Any:
-    if distribute == "none":
-        return tf.distribute.get_strategy()
-    if distribute == "mirrored":
-        gpus = tf.config.list_physical_devices("GPU")
-        if len(gpus) < 2:
-            log.warning("--distribute mirrored with %d GPU(s): it still works, but does not help",
-                        len(gpus))
-        return tf.distribute.MirroredStrategy()
-    raise GenreEdgeError(f"unknown --distribute '{distribute}': use none or mirrored")
-
-
-def _use_mixed_precision(tf: Any, mode: str) -> bool:
-    if mode == "on":
-        return True
-    if mode == "off":
-        return False
-    if mode != "auto":
-        raise GenreEdgeError(f"unknown --mixed-precision '{mode}': use auto, on or off")
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-def _optimizer(keras: Any, name: str, schedule: Any, weight_decay: float, ema: float = 0.0) -> Any:
-    kw: dict[str, Any] = {"use_ema": True, "ema_momentum": ema} if ema > 0 else {}
-    if name == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay, **kw)
-    if name == "adam":
-        return keras.optimizers.Adam(schedule, **kw)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(schedule, **kw)
-    raise ValueError(f"unknown optimizer {name}")
-
-
-def export_float32(model: Any, arch: str, window_frames: int, n_mels: int, n_labels: int,
-                   path: Path) -> None:
-    """Save ``model``'s weights in a float32, strategy-free copy (what the converter loads)."""
-    import keras
-
-    from .models import build_model
-
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        clean = build_model(arch, window_frames, n_mels, n_labels)
-        clean.set_weights([np.asarray(w) for w in model.get_weights()])
-        clean.save(path)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
-
-
-def time_budget(keras: Any, budget_s: float, peak_lr: float, t_start: float) -> Any:
-    """A callback that runs the learning-rate schedule on the wall clock: linear warm-up over
-    the first 5 % of ``budget_s``, cosine decay to 1 % of ``peak_lr`` at the end, then stops
-    (the epoch in progress ends there and is validated). For comparing architectures on the
-    same training time when none of them can be trained to convergence on this CPU."""
-
-    class TimeBudget(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-            progress = min(1.0, (time.time() - t_start) / budget_s)
-            if progress < 0.05:
-                lr = peak_lr * (0.05 + 0.95 * progress / 0.05)
-            else:
-                q = (progress - 0.05) / 0.95
-                lr = peak_lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * q)))
-            self.model.optimizer.learning_rate.assign(lr)
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            if time.time() - t_start >= budget_s:
-                self.model.stop_training = True
-
-    return TimeBudget()
 
 
 def _path(text: str | None) -> Path | None:
@@ -525,8 +221,8 @@ def train(
                             frontend, weights, soft=soft, soft_hop_frames=soft_hop,
                             variants=variants, hints=hints)
 
-    strategy = _strategy(tf, cfg.distribute)
-    mixed = _use_mixed_precision(tf, cfg.mixed_precision)
+    strategy = distribution_strategy(tf, cfg.distribute)
+    mixed = use_mixed_precision(tf, cfg.mixed_precision)
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
@@ -571,7 +267,7 @@ def train(
             losses, weights_ = [cce, keras.losses.MeanSquaredError()], [1.0, cfg.hint]
             metrics = [[keras.metrics.CategoricalAccuracy(name="acc")], []]
         trainee.compile(
-            optimizer=_optimizer(keras, preset.optimizer, schedule, cfg.weight_decay, cfg.ema),
+            optimizer=make_optimizer(keras, preset.optimizer, schedule, cfg.weight_decay, cfg.ema),
             loss=losses, loss_weights=weights_, metrics=metrics,
         )
 

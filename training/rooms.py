@@ -409,9 +409,16 @@ def room_set(kind: str, fs: int, cache_dir: Path | None, *, rir_dir: Path | None
     else:
         rirs, source = rir_bank(seeds[kind], n, sim, fs, cache_dir), "simulated"
     noises = load_noise_dir(noise_dir, fs) if noise_dir is not None else []
-    blob = json.dumps({"kind": kind, "seed": seeds[kind], "sim": sim.to_dict(), "fs": fs,
-                       "n": len(rirs), "rirs": _files_digest(rir_dir) if rir_dir else "sim",
-                       "noises": _files_digest(noise_dir), "v": RENDER_VERSION},
-                      sort_keys=True)
+    spec = {"kind": kind, "seed": seeds[kind], "sim": sim.to_dict(), "fs": fs,
+            "n": len(rirs), "rirs": _files_digest(rir_dir) if rir_dir else "sim",
+            "noises": _files_digest(noise_dir), "v": RENDER_VERSION}
+    if rir_dir is not None or noise_dir is not None:
+        # A user's recordings are resampled to fs: renderings made with another resampler
+        # (the polyphase FIR before soxr) are not reused. Simulated rooms and synthetic
+        # noises are made at fs and keep their digest.
+        from firmware_py.audio import RESAMPLER_ID
+
+        spec["resampler"] = RESAMPLER_ID
+    blob = json.dumps(spec, sort_keys=True)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:12]
     return RoomSet(rirs, noises, sim, seeds[kind], source, digest)

@@ -206,7 +206,7 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
 
 
-def _proc_status(pid: int) -> dict[str, int]:
+def proc_status(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -259,7 +259,7 @@ def bench_realtime_process(bundle_path: Path, input_path: Path, seconds: float,
             if proc.poll() is not None:
                 return failed(_child_failure(proc, err, "exited during the run"))
             cpu_b, t_b = _proc_cpu_s(proc.pid), time.perf_counter()
-            status = _proc_status(proc.pid)
+            status = proc_status(proc.pid)
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -297,9 +297,10 @@ def _child_failure(proc: subprocess.Popen, err: Any, what: str) -> str:
 def bench_mqtt_latency(bundle: Bundle, input_path: Path, seconds: float,
                        mqtt_url: str) -> dict[str, Any]:
     """Block enters the pipeline -> subscriber receives the state it completed."""
-    from ..app import make_publisher, state_payload
+    from ..app import state_payload
     from ..config import load_config
     from ..pipeline import Pipeline
+    from ..sinks.mqtt import make_publisher
     from ..sources import FileSource
 
     config = load_config(env={}, overrides=_mqtt_overrides(mqtt_url))
@@ -381,6 +382,11 @@ for name in sys.argv[1:]:
         from firmware_py.features import StreamingLogMel
         StreamingLogMel().push(np.zeros(16000, np.float32))
         name = "front-end, first push"
+    elif name == "@resampler":  # libsoxr loads with the first resampler that resamples
+        import numpy as np
+        from firmware_py.audio import StreamingResampler
+        StreamingResampler(48000, 16000).push(np.zeros(4800, np.float32))
+        name = "resampler 48 kHz, first push"
     elif name.startswith("@model="):
         import numpy as np
         from firmware_py.bundle import load_bundle
@@ -407,10 +413,11 @@ FOOTPRINT_MODULES = ("numpy", "paho.mqtt.client", "ai_edge_litert.interpreter",
 
 def import_footprint(bundle_path: Path) -> dict[str, Any] | str:
     """Resident memory added by each import of the device process, then by the first
-    front-end push and the model, in a fresh interpreter."""
+    front-end push, the first resampler push (a 48 kHz microphone) and the model, in a
+    fresh interpreter."""
     if not Path("/proc/self/status").exists():
         return not_present("/proc is not available on this system")
-    steps_args = [*FOOTPRINT_MODULES, "@frontend", f"@model={bundle_path}"]
+    steps_args = [*FOOTPRINT_MODULES, "@frontend", "@resampler", f"@model={bundle_path}"]
     res = subprocess.run([sys.executable, "-c", _FOOTPRINT_SCRIPT, *steps_args],
                          capture_output=True, text=True, timeout=120)
     if res.returncode:

@@ -4,7 +4,8 @@ Same process, same real audio. The streaming front-end is fed 1024-sample blocks
 (64 ms at 16 kHz, a typical sound-card block) and 160-sample (10 ms) blocks; the
 reference is how peers do it: librosa recomputing the last window at every
 inference hop (0.5 s). Figures are CPU milliseconds per second of audio, median of
-``repeats`` runs.
+``repeats`` runs. The stage before it on a microphone, resampling from 48 kHz, is timed
+too, against the former polyphase FIR (:mod:`firmware_py.bench.polyphase`).
 """
 
 from __future__ import annotations
@@ -111,7 +112,33 @@ def run_frontend_bench(
         result["librosa_window_ms_per_audio_s"] = 1000 * librosa_window / audio_s
         result["speedup_vs_librosa"] = librosa_window / stream_1024
         result["speedup_vs_librosa_device_blocks"] = librosa_window / stream_device
+    result.update(resample_figures(audio, params.sample_rate, repeats))
     return result
+
+
+#: The microphone rate the resampling rows are measured from (USB microphones' usual rate).
+RESAMPLE_FROM_HZ = 48000
+
+
+def resample_figures(audio: np.ndarray, sample_rate: int, repeats: int) -> dict[str, Any]:
+    """The stage before the front-end on a microphone: libsoxr's streaming resampler from
+    48 kHz in listen's 0.1 s blocks, against the former polyphase FIR, same process, same
+    audio (the clip brought to 48 kHz; the cost does not depend on the content)."""
+    from ..audio import RESAMPLER_ID, StreamingResampler, resample
+    from .polyphase import PolyphaseResampler
+    from .stages import resample_cpu_ms_per_audio_s
+
+    src = RESAMPLE_FROM_HZ
+    block = round(0.1 * src)
+    x = resample(audio, sample_rate, src)
+    blocks = x[: x.shape[0] // block * block].reshape(-1, block)
+    new = resample_cpu_ms_per_audio_s(lambda: StreamingResampler(src, sample_rate), blocks,
+                                      10, repeats)
+    old = resample_cpu_ms_per_audio_s(lambda: PolyphaseResampler(src, sample_rate), blocks,
+                                      10, repeats)
+    return {"resample_source_rate_hz": src, "resampler": RESAMPLER_ID,
+            "resample_ms_per_audio_s": new, "polyphase_resample_ms_per_audio_s": old,
+            "resample_speedup_vs_polyphase": old / new if new > 0 else None}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -136,6 +163,15 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"{'speedup vs librosa (1024 blocks)':<{width}}  {fmt(result['speedup_vs_librosa'])}x")
     lines.append(f"{'speedup vs librosa (0.1 s blocks)':<{width}}  "
                  f"{fmt(result['speedup_vs_librosa_device_blocks'])}x")
+    if "resample_ms_per_audio_s" in result:
+        khz = f"{result['resample_source_rate_hz'] / 1000:g} kHz"
+        rs_rows = [(f"resampling {khz}, 0.1 s blocks, {result['resampler']}",
+                    result["resample_ms_per_audio_s"]),
+                   (f"resampling {khz}, former polyphase FIR",
+                    result["polyphase_resample_ms_per_audio_s"])]
+        lines += [f"{name:<{width}}  {fmt(v)}" for name, v in rs_rows]
+        lines.append(f"{'resampler speed-up vs polyphase FIR':<{width}}  "
+                     f"{fmt(result['resample_speedup_vs_polyphase'])}x")
     if str(result.get("blas_threads", "")).startswith("not present"):
         lines.append("note: OPENBLAS_NUM_THREADS is not set: CPU time includes BLAS threads "
                      "spinning on other cores; run with OPENBLAS_NUM_THREADS=1 for the "

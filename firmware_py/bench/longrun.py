@@ -58,7 +58,7 @@ def run(hours: float, mqtt_url: str | None, checkpoint_min: float, clip: str | N
     from ..app import run_listen
     from ..bundle import default_bundle_path, load_bundle
     from ..config import load_config
-    from .end_to_end import _proc_status
+    from .end_to_end import proc_status
 
     rate = load_bundle(bundle or default_bundle_path(), check_model=False).frontend.sample_rate
     target_s = hours * 3600.0
@@ -85,7 +85,7 @@ def run(hours: float, mqtt_url: str | None, checkpoint_min: float, clip: str | N
             t = float(payload["audio_t_s"])
             genres[payload["genre"]] = genres.get(payload["genre"], 0) + 1
             if t >= next_point[0]:
-                st = _proc_status(os.getpid())
+                st = proc_status(os.getpid())
                 points.append({
                     "audio_h": round(t / 3600, 4), "wall_s": round(time.monotonic() - start, 1),
                     "rss_mb": round(st.get("VmRSS", 0) / 1024, 2),

@@ -13,16 +13,19 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from ..audio import StreamingResampler
+from ..audio import RESAMPLER_ID, StreamingResampler
 from ..bundle import Bundle
 from ..errors import AudioError, DeviceError, GenreEdgeError
 from ..features import FrontendParams, StreamingLogMel, logmel
 from ..inference import EDGETPU_LIBRARY
 from .common import failed, gc_paused, loop_to, not_present, summarize_ms, time_calls
+from .polyphase import PolyphaseResampler
 
 #: Light interpreter runtimes, tried in this order; TensorFlow is deliberately absent.
 LIGHT_BACKENDS = ("ai_edge_litert", "tflite_runtime")
@@ -31,9 +34,37 @@ BLOCK_S = 0.1
 
 
 # -- resampling -------------------------------------------------------------------------
+def resample_cpu_ms_per_audio_s(make: Callable[[], Any], blocks: np.ndarray,
+                                blocks_per_s: int, passes: int = 3) -> float:
+    """Process CPU ms per second of audio for a fresh ``make()`` resampler fed ``blocks``
+    (after one second of warm-up), median of ``passes``.
+
+    Each pass starts with glibc's allocator warm: a freed 16 MB block raises its mmap
+    threshold, so ~1 MB temporaries (the polyphase FIR's gather matrices) come from the
+    heap. Without that they can be fresh mmaps, page-faulted on every push: the FIR then
+    costs ~5x more, mostly system time (15 vs 2.5 ms per second of 48 kHz here), depending
+    on what the process allocated before. The reference is measured at its best.
+    """
+    n_seconds = blocks.shape[0] / blocks_per_s
+    cpu = []
+    for _ in range(passes):
+        warm = np.ones(2 << 20)  # 16 MB, freed at once
+        del warm
+        res = make()
+        for b in blocks[:blocks_per_s]:
+            res.push(b)
+        with gc_paused():
+            t0 = time.process_time()
+            for b in blocks:
+                res.push(b)
+            cpu.append(time.process_time() - t0)
+    return round(1000.0 * float(np.median(cpu)) / n_seconds, 4)
+
+
 def bench_resample(audio_by_rate: dict[int, np.ndarray], target_rate: int, *,
                    audio_s: float = 60.0, block_s: float = BLOCK_S) -> dict[str, Any]:
-    """Time :class:`StreamingResampler` per second of audio, fed ``block_s`` blocks.
+    """Time :class:`StreamingResampler` per second of audio, fed ``block_s`` blocks, and
+    its CPU per second of audio against the former polyphase FIR's in this process.
 
     Parameters
     ----------
@@ -60,9 +91,17 @@ def bench_resample(audio_by_rate: dict[int, np.ndarray], target_rate: int, *,
                 for b in chunk:
                     res.push(b)
                 times.append(time.perf_counter() - t0)
+        timed = blocks[blocks_per_s:]
+        cpu = resample_cpu_ms_per_audio_s(partial(StreamingResampler, rate, target_rate),
+                                          timed, blocks_per_s)
+        ref = resample_cpu_ms_per_audio_s(partial(PolyphaseResampler, rate, target_rate),
+                                          timed, blocks_per_s)
         out[str(rate)] = {
             "source_rate_hz": rate, "target_rate_hz": target_rate,
             "block_samples": block, "per_audio_s_ms": summarize_ms(times),
+            "resampler": RESAMPLER_ID, "cpu_ms_per_audio_s": cpu,
+            "polyphase_cpu_ms_per_audio_s": ref,
+            "speedup_vs_polyphase": round(ref / cpu, 2) if cpu > 0 else None,
         }
     return out
 

@@ -289,6 +289,10 @@ def format_table(doc: dict[str, Any]) -> str:
         for rate, r in st["resample"].items():
             lines.append(_pct_row(f"resample {rate} -> {r['target_rate_hz']} Hz, per audio s",
                                   r["per_audio_s_ms"], width))
+            label = f"  CPU ms per audio s, {r['resampler']} vs polyphase FIR"
+            lines.append(f"  {label:<{width}}  {_fmt(r['cpu_ms_per_audio_s']):>8} vs "
+                         f"{_fmt(r['polyphase_cpu_ms_per_audio_s'])} "
+                         f"({_fmt(r['speedup_vs_polyphase'])}x)")
     else:
         lines.append(_pct_row("resample", st["resample"], width))
     fe = st["frontend"]

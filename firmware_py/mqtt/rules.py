@@ -17,7 +17,7 @@ Standard library only.
 
 from __future__ import annotations
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: The longest string MQTT can carry: its length is a 16-bit number.
 MAX_BYTES = 65535

@@ -1,5 +1,8 @@
 """Keras -> TFLite: full-integer int8 post-training quantisation (and float32 for comparison).
 
+Shared by the converter (bundles) and ``training.compare`` (size and latency of runs):
+it lives in training, because the converter may import training but never the reverse.
+
 The converted graph has batch 1 and static shapes everywhere (the Edge TPU needs
 both), int8 weights (per channel for convolutions) and activations, and int8 input and
 output tensors, calibrated on real feature windows.

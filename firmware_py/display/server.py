@@ -1,49 +1,13 @@
-"""A live display page served by the device process: ``listen --http 127.0.0.1:8080``.
-
-Endpoints::
-
-    /          the page (HTML, CSS and JS inline; no CDN, no framework), sized for an
-               800x480 Raspberry Pi touchscreen in kiosk mode, fine in any browser
-    /events    Server-Sent Events: one ``data:`` message (the snapshot below) per change,
-               a ``: ping`` comment every ``heartbeat_s`` when nothing changes
-    /state     the latest snapshot as JSON
-    /healthz   ``{"ok": true, ...}``: the server is up (says nothing about the audio)
-
-The snapshot is ``{"seq", "online", "model", "labels", "state"}``; ``state`` is the last
-payload given to :meth:`DisplayServer.update` (``None`` before the first window).
-
-Threads. :meth:`DisplayServer.update` runs on the device loop: it encodes the snapshot
-once, swaps it in under a lock and notifies a condition variable; it never touches a
-socket, so no client can slow the device loop down. Each SSE client has its own handler
-thread that waits on the condition and sends only the *newest* snapshot, so a slow client
-skips states instead of queueing them (no memory grows per client).
-
-Clients that stop reading. What holds: (1) each stream's send buffer is fixed at
-:data:`SSE_SEND_BUFFER` (kernel autotuning would grow it to megabytes, hours of states), so
-once the client's own receive window is full too (~150 KB with default buffers) its next
-write blocks, and a write that makes no progress for ``send_timeout_s`` drops the client;
-(2) until then a client that reads nothing cannot be told from a slow one, so the number
-of streams is bounded by ``max_clients`` and, when all are taken, a new stream takes the
-slot of the *stalest* one: blocked in a write the longest, else open the longest (a
-browser evicted that way reconnects by itself 2 s later). So idle connections can never
-lock the kiosk out, and each costs at most one thread and its send buffer.
-
-Text never changes the page's structure: labels, names and track names reach the page
-only as JSON, inline with ``<``, ``>`` and ``&`` escaped (as ``\\u003c`` and so on), or over
-``/events``, and the page puts them in ``textContent``.
+"""The display server: :class:`DisplayServer` and its HTTP/SSE handlers (the thread model
+is in :mod:`firmware_py.display`).
 
 Standard library only: this runs on the Raspberry Pi.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import ipaddress
 import json
 import logging
-import math
-import re
 import select
 import socket
 import socketserver
@@ -53,16 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..text import jsonable
+from .page import Page
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("firmware_py.display")
 
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
-_SNAPSHOT_MARK = "/*__SNAPSHOT__*/null"
 _PEER_CHECK_S = 1.0  # how often an idle SSE handler looks for a closed client
 #: Send buffer of an SSE stream (the kernel doubles it): a few dozen states, so that a
 #: client that stops reading blocks a write within minutes, not hours.
@@ -83,95 +45,6 @@ class _Stream:
         blocked = now - self.writing_since if self.writing_since is not None else -1.0
         return (blocked, now - self.opened)
 
-
-def parse_http_address(text: str) -> tuple[str, int]:
-    """``"host:port"`` (``"[::1]:8080"`` for IPv6) -> ``(host, port)``.
-
-    Raises
-    ------
-    ConfigError
-        One line naming the bad value and the expected form.
-    """
-    example = "use host:port, e.g. 127.0.0.1:8080"
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"bad HTTP address {text!r}: {example}")
-    value = text.strip()
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"bad HTTP address {value!r}: missing host or port; {example}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ConfigError(f"bad HTTP address {value!r}: {host!r} is not an IPv6 address; "
-                              f"{example}") from None
-    elif ":" in host:
-        raise ConfigError(
-            f"bad HTTP address {value!r}: put an IPv6 host in brackets, e.g. [::1]:8080"
-        )
-    else:
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            if not _HOSTNAME_RE.match(host):
-                raise ConfigError(f"bad HTTP address {value!r}: {host!r} is not a host name or "
-                                  f"IP address; {example}") from None
-    if not (port_text.isascii() and port_text.isdecimal()) or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(
-            f"bad HTTP address {value!r}: the port must be a number from 1 to 65535; {example}"
-        )
-    return host, int(port_text)
-
-
-def _finite(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf (a digitally silent level is -inf dBFS) become null, because
-    the browser's JSON.parse rejects the ``-Infinity`` Python would write."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (bool, int, str)) or obj is None:
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if hasattr(obj, "item"):  # numpy scalar
-        return _finite(obj.item())
-    return str(obj)
-
-
-def _csp_hash(source: str) -> str:
-    digest = hashlib.sha256(source.encode("utf-8")).digest()
-    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
-
-
-class _Page:
-    """The page template, read once; the CSP allows exactly its inline script and style."""
-
-    def __init__(self) -> None:
-        html = resources.files("firmware_py").joinpath("assets/display.html").read_text("utf-8")
-        if _SNAPSHOT_MARK not in html:
-            raise RuntimeError("display.html lacks the snapshot placeholder")
-        self.head, self.tail = html.split(_SNAPSHOT_MARK, 1)
-        # The snapshot sits in a non-executed <script type="application/json">, so only the
-        # <style> and the code <script> need hashes; nothing else may run or load.
-        styles = re.findall(r"<style>(.*?)</style>", html, re.S)
-        scripts = re.findall(r"<script>(.*?)</script>", html, re.S)
-        self.csp = (
-            "default-src 'none'; connect-src 'self'; img-src 'self' data:; "
-            f"style-src {' '.join(_csp_hash(s) for s in styles)}; "
-            f"script-src {' '.join(_csp_hash(s) for s in scripts)}; "
-            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-        )
-
-    def render(self, snapshot_json: str) -> bytes:
-        # No markup character may reach the inline <script>: "</" would end it early, and
-        # "<!--<script>" (a track name) switches the HTML parser into a state in which
-        # "</script>" no longer ends it, swallowing the page's code. JSON reads \u003c
-        # back as "<".
-        safe = (snapshot_json.replace("<", "\\u003c").replace(">", "\\u003e")
-                .replace("&", "\\u0026"))
-        return (self.head + safe + self.tail).encode("utf-8")
 
 
 class _Server(ThreadingHTTPServer):
@@ -296,7 +169,7 @@ class DisplayServer:
         self.max_clients = int(max_clients)
         self.heartbeat_s = float(heartbeat_s)
         self.send_timeout_s = float(send_timeout_s)
-        self._page = _Page()
+        self._page = Page()
         self._cond = threading.Condition(threading.Lock())
         self._seq = 0
         self._online = True
@@ -376,7 +249,7 @@ class DisplayServer:
 
     def update(self, payload: Mapping[str, Any]) -> None:
         """Publish a new state (the device loop's per-hop payload). Never blocks on clients."""
-        state = _finite(payload)
+        state = jsonable(payload)
         with self._cond:
             self._state = state
             self._updated_at = time.monotonic()

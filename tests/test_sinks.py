@@ -1,0 +1,86 @@
+"""The sink seam: the typed state, its JSON document, and a sink added through the registry."""
+
+from __future__ import annotations
+
+import io
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from firmware_py import sinks
+from firmware_py.app import run_listen, state_payload
+from firmware_py.commands import DEMO_CLIP
+from firmware_py.config import load_config
+from firmware_py.sinks.base import Sink, SinkContext
+from firmware_py.smoothing import SmoothedState
+from firmware_py.state import HopState
+
+LABELS = ["classical", "rock"]
+
+
+def _result(raw: list[float]) -> Any:
+    state = SmoothedState(genre="rock", confidence=0.912345, level_dbfs=-20.04,
+                          probabilities={"classical": 0.087655, "rock": 0.912345}, changed=True)
+    return SimpleNamespace(state=state, t_s=3.014, probabilities=np.array(raw, dtype=np.float32))
+
+
+def test_the_state_document_keeps_its_keys_order_and_rounding() -> None:
+    doc = state_payload(_result([0.1, float("nan")]), LABELS, "m1")
+    assert list(doc) == ["genre", "confidence", "probabilities", "level_dbfs", "model",
+                         "timestamp", "audio_t_s", "changed", "raw"]
+    assert doc["confidence"] == 0.9123 and doc["level_dbfs"] == -20.0 and doc["audio_t_s"] == 3.01
+    assert doc["raw"] == {"classical": 0.1, "rock": None} and doc["changed"] is True
+    assert doc["timestamp"].endswith("+00:00")
+
+
+def test_extra_keys_come_last_and_leave_the_original_alone() -> None:
+    state = HopState.from_hop(_result([0.2, 0.8]), LABELS, "m1")
+    more = state.with_extra({"sounds_like": None})
+    assert list(more.to_dict())[-1] == "sounds_like" and "sounds_like" not in state.to_dict()
+    assert state.with_extra({}) is state
+    more.to_dict()["raw"]["rock"] = 5.0  # every call is a new document
+    assert more.to_dict()["raw"]["rock"] == 0.8
+
+
+class Recorder(Sink):
+    name = "recorder"
+
+    def __init__(self, calls: list[Any]) -> None:
+        self.calls = calls
+
+    def start(self, stop: Any) -> None:
+        self.calls.append("start")
+
+    def contribute(self, result: Any) -> dict[str, Any]:
+        return {"recorded": round(result.t_s, 2)}
+
+    def publish(self, state: HopState) -> None:
+        self.calls.append(state)
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+
+def test_a_sink_added_to_the_registry_is_started_fed_and_stopped(monkeypatch) -> None:
+    """Adding a sink is a registry entry: the loop itself does not change."""
+    calls: list[Any] = []
+
+    def build(ctx: SinkContext) -> Recorder:
+        assert ctx.bundle.labels and ctx.pipeline.hop_s > 0
+        return Recorder(calls)
+
+    monkeypatch.setattr(sinks, "REGISTRY", (*sinks.REGISTRY, ("recorder", build)))
+    config = load_config(env={}, overrides={"source.input": str(DEMO_CLIP),
+                                            "source.realtime": False, "output.json": True})
+    console = io.StringIO()
+    got: list[dict] = []
+    assert run_listen(config, on_payload=got.append, console=console) == 0
+    assert calls[0] == "start" and calls[-1] == "stop"
+    states = calls[1:-1]
+    assert states and all(isinstance(s, HopState) for s in states)
+    lines = [json.loads(line) for line in console.getvalue().splitlines()]
+    # every sink saw every state, with the contributed key, as the same document
+    assert [s.to_dict() for s in states] == lines == got
+    assert all(doc["recorded"] == doc["audio_t_s"] for doc in got)

@@ -1,0 +1,126 @@
+"""Training hyper-parameters (:class:`TrainConfig`, stored in ``run.json`` as ``train``).
+
+No TensorFlow here; :mod:`training.fit` re-exports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .augment import AugmentParams
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (stored in ``run.json`` as ``train``).
+
+    Attributes
+    ----------
+    arch : str
+        Preset name (``training.models.PRESETS``).
+    epochs : int
+        Largest number of epochs.
+    batch_size : int
+        Windows per step (per replica when distributed).
+    crops_per_track : int
+        Random training windows drawn from each training track per epoch.
+    learning_rate : float or None
+        Peak learning rate; ``None`` takes the preset's.
+    warmup_epochs : float
+        Linear warm-up length, then cosine decay to 1 % of the peak.
+    weight_decay : float
+        AdamW decoupled weight decay.
+    label_smoothing : float
+        Label smoothing of the cross-entropy.
+    patience : int
+        Stop after this many epochs without a better validation track accuracy.
+    min_epochs : int or None
+        Never stop early before this epoch (default: half of ``epochs``, so the
+        cosine schedule gets to its low learning rates, where the tiny validation set
+        stops being noisy).
+    seed : int
+        Seed of everything random (crops, augmentation, initialisation).
+    hop_s : float
+        Hop of the evaluation windows, seconds.
+    threads : int
+        TensorFlow intra-op threads (0: all cores).
+    distribute : str
+        ``none`` or ``mirrored`` (``tf.distribute.MirroredStrategy`` over all GPUs).
+    mixed_precision : str
+        ``auto`` (float16 compute on a GPU), ``on`` or ``off``.
+    ema : float
+        Momentum of an exponential moving average of the weights (0: off); validation,
+        checkpoints and the exported model use the averaged weights.
+    balance : bool
+        Draw the same number of training windows from every class per epoch (tracks of
+        small classes are visited more often) instead of weighting the loss per class.
+    teacher : str or None
+        Distil from this pre-trained tagger (``training.teacher.TEACHERS``): the target of
+        every training window becomes ``(1 - distill) * one-hot + distill * teacher``.
+    distill : float
+        Weight of the teacher's probabilities in the targets.
+    distill_temperature : float
+        Softening of the teacher's probabilities (``p ** (1 / T)``).
+    teacher_l2 : float
+        L2 penalty of the teacher's linear probe.
+    rooms : int
+        Renderings of every training track through simulated rooms (:mod:`training.rooms`:
+        speaker, room response, noise, microphone band, level), cached once; 0 trains on
+        clean clips only.
+    clean_p : float
+        With ``rooms``, the share of training crops taken from the clean clip.
+    val_rooms : int
+        With ``rooms``, renderings of every validation track through the validation rooms;
+        checkpoints are chosen on the mean of clean and in-room validation track accuracy.
+    rir_dir, noise_dir : str or None
+        A folder of measured room impulse responses / background recordings that replaces
+        the simulated training rooms / synthetic noises.
+    hint : float
+        With a teacher: weight of a second loss that makes the student's pooled features
+        predict the teacher's whole embedding (200 penultimate activations + 50 tags,
+        standardised; mean squared error through a linear head used only in training):
+        far more to learn from per window than the 11 probabilities. 0: off.
+    budget_min : float
+        Train for this many minutes of wall clock (the learning-rate schedule follows the
+        clock, ``epochs`` is only an upper bound); 0: the epoch schedule.
+    calibrate : bool
+        Fit a softmax temperature on the validation windows (clean and in-room) after
+        training and fold it into the saved model (``run.json`` ``calibration``).
+    augment : AugmentParams
+        Augmentation strengths.
+    """
+
+    arch: str = "edge"
+    epochs: int = 24
+    batch_size: int = 64
+    crops_per_track: int = 16
+    learning_rate: float | None = None
+    warmup_epochs: float = 2.0
+    weight_decay: float = 1e-3
+    label_smoothing: float = 0.05
+    patience: int = 10
+    min_epochs: int | None = None
+    seed: int = 0
+    hop_s: float = 1.0
+    threads: int = 0
+    distribute: str = "none"
+    mixed_precision: str = "auto"
+    ema: float = 0.0
+    balance: bool = False
+    teacher: str | None = None
+    distill: float = 0.5
+    distill_temperature: float = 1.0
+    teacher_l2: float = 1.0
+    rooms: int = 0
+    clean_p: float = 0.25
+    val_rooms: int = 2
+    rir_dir: str | None = None
+    noise_dir: str | None = None
+    calibrate: bool = True
+    budget_min: float = 0.0
+    hint: float = 0.0
+    augment: AugmentParams = field(default_factory=AugmentParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
