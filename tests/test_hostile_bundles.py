@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from firmware_py.bundle import default_bundle_path, write_bundle
+from firmware_py.bundle import default_bundle_path, load_bundle, write_bundle
 from firmware_py.commands import DEMO_CLIP
 from firmware_py.features import DEFAULT_PARAMS
 from tests.hostile_helpers import assert_one_line_error, cli, strict_json_lines
@@ -136,7 +136,9 @@ def test_nan_and_inf_from_the_model_never_make_invalid_json(tmp_path) -> None:
 
 
 def test_one_state_is_one_console_line_whatever_printable_labels_hold(tmp_path) -> None:
-    labels = ["classique ♫", "drum & bass", "pop \"quoted\"", "rock'n'roll </script>"]
+    odd = ["classique ♫", "drum & bass", "pop \"quoted\"", "rock'n'roll </script>"]
+    n = len(load_bundle(default_bundle_path(), check_model=False).labels)  # one per output
+    labels = odd + [f"genre n°{i} «{i}»" for i in range(len(odd), n)]
     bundle = _edited_bundle(tmp_path, "bundle", _set("labels", labels))
     args = ["listen", "--input", str(DEMO_CLIP), "--fast", "--bundle", str(bundle)]
     states = strict_json_lines(cli([*args, "--json"]).stdout)
