@@ -199,17 +199,28 @@ class _Kernel:
         return mel
 
 
+#: PCEN's smoother runs over at most this many frames per matrix product (1.28 s).
+PCEN_CHUNK_FRAMES = 128
+
+
 class PcenState:
     """PCEN's running state: the smoothed energy ``M`` of the last frame, one row.
 
-    The batch front-end and the streaming one feed it the same mel power frames in the
-    same order through the same per-frame arithmetic (float64 state), so a file and a live
-    stream of it give the same PCEN frames, whatever the chunking.
+    ``M[t] = (1 - b) M[t-1] + b E[t]`` (float64), started at the first frame, is computed
+    per chunk of at most :data:`PCEN_CHUNK_FRAMES` frames as one product with a lower-
+    triangular matrix of ``b (1 - b)^(t-j)`` plus the decayed previous state, not a Python
+    loop per frame (the device's 0.1 s blocks are 10 frames). The batch front-end and the
+    streaming one feed it the same mel power frames in the same order, so a file and a live
+    stream of it agree to float64 rounding whatever the chunking (tested <= 1e-5).
     """
 
     def __init__(self, params: FrontendParams) -> None:
         self.params = params
-        self.b = params.pcen_smoothing
+        self.b = b = params.pcen_smoothing
+        lag = np.arange(PCEN_CHUNK_FRAMES)
+        diff = lag[:, None] - lag[None, :]
+        self._lower = np.where(diff >= 0, b * (1.0 - b) ** np.maximum(diff, 0), 0.0)
+        self._decay = (1.0 - b) ** (lag + 1.0)
         self.m: np.ndarray | None = None
 
     def reset(self) -> None:
@@ -219,16 +230,22 @@ class PcenState:
         """``(frames, n_mels)`` mel power -> PCEN frames (float32); advances the state."""
         p = self.params
         e = np.asarray(mel, dtype=np.float64)
+        if e.shape[0] == 0:
+            return np.zeros(e.shape, dtype=np.float32)
+        m = self.m if self.m is not None else e[0]
         smooth = np.empty_like(e)
-        m = self.m if self.m is not None or e.shape[0] == 0 else e[0].copy()
-        b = self.b
-        for t in range(e.shape[0]):  # the recursion is sequential; 100 rows a second
-            m = m + b * (e[t] - m)
-            smooth[t] = m
-        self.m = m
-        # (E / (eps + M)^gain + bias)^power - bias^power, in librosa's stable form
-        gain = np.exp(-p.pcen_gain * (np.log(p.pcen_eps) + np.log1p(smooth / p.pcen_eps)))
-        out = p.pcen_bias**p.pcen_power * np.expm1(p.pcen_power * np.log1p(e * gain / p.pcen_bias))
+        for start in range(0, e.shape[0], PCEN_CHUNK_FRAMES):
+            chunk = e[start : start + PCEN_CHUNK_FRAMES]
+            k = chunk.shape[0]
+            smooth[start : start + k] = self._lower[:k, :k] @ chunk + self._decay[:k, None] * m
+            m = smooth[start + k - 1]
+        self.m = m.copy()
+        # (E / (eps + M)^gain + bias)^power - bias^power
+        x = e * np.exp(-p.pcen_gain * np.log(p.pcen_eps + smooth))
+        if p.pcen_power == 0.5:
+            out = np.sqrt(x + p.pcen_bias) - np.sqrt(p.pcen_bias)
+        else:
+            out = (x + p.pcen_bias) ** p.pcen_power - p.pcen_bias**p.pcen_power
         return out.astype(np.float32)
 
 
