@@ -28,20 +28,19 @@ def write_output(path: str | Path, writer) -> None:
 
 
 def _frontend_params(bundle: str | None):
-    from .features import DEFAULT_PARAMS
+    """The front-end of ``bundle``, else of the bundled default model: the one the device
+    runs (PCEN for the default model), never a second default that could drift from it."""
+    from .bundle import default_bundle_path, load_bundle
 
-    if not bundle:
-        return DEFAULT_PARAMS
-    from .bundle import load_bundle
-
-    return load_bundle(bundle, check_model=False).frontend
+    return load_bundle(bundle or default_bundle_path(), check_model=False).frontend
 
 
 # -- features ---------------------------------------------------------------------------
 def _features_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="audio file (wav, flac, ogg/opus, mp3)")
     p.add_argument("--out", required=True, help="output .npy: (frames, n_mels) float32 log-mel dB")
-    p.add_argument("--bundle", help="take the front-end parameters from this model bundle")
+    p.add_argument("--bundle", help="take the front-end parameters from this model bundle "
+                                    "(default: the bundled model's, as the device runs it)")
 
 
 def _features_run(args: argparse.Namespace) -> int:
@@ -62,7 +61,7 @@ def _features_run(args: argparse.Namespace) -> int:
 
 
 features = Command(
-    "features", "write the log-mel features of an audio file (.npy)",
+    "features", "write the front-end features (log-mel or PCEN-mel) of an audio file (.npy)",
     _features_configure, _features_run,
 )
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from firmware_py.audio import load_audio
-from firmware_py.features import logmel
+from firmware_py.bundle import default_bundle_path, load_bundle
+from firmware_py.features import DEFAULT_PARAMS, logmel
 from tests.paths import REPO, clip
 
 
@@ -29,7 +30,10 @@ def test_features_writes_batch_logmel(tmp_path: Path) -> None:
     feats = np.load(out)
     # The CLI runs numpy's BLAS on one thread (firmware_py sets OPENBLAS_NUM_THREADS
     # before numpy loads); this process may use several: sums differ in the last bits.
-    np.testing.assert_allclose(feats, logmel(load_audio(src, 16000)), atol=1e-4, rtol=0)
+    # without --bundle: the bundled model's front-end (PCEN), the one the device runs
+    fe = load_bundle(default_bundle_path(), check_model=False).frontend
+    assert fe.compression == "pcen" and fe != DEFAULT_PARAMS
+    np.testing.assert_allclose(feats, logmel(load_audio(src, 16000), fe), atol=1e-4, rtol=0)
     bare = tmp_path / "g"  # np.save adds .npy: the message names the file really written
     res = run_cli("features", str(src), "--out", str(bare))
     assert res.returncode == 0 and res.stdout.startswith(f"{bare}.npy: ")
