@@ -12,7 +12,6 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +63,13 @@ def rate_ratio(source_rate: int, target_rate: int) -> tuple[int, int]:
         raise AudioError(
             f"invalid sample rate {source_rate} Hz -> {target_rate} Hz: rates must be > 0"
         )
+    if (isinstance(source_rate, int) and isinstance(target_rate, int)
+            and max(source_rate, target_rate) <= _MAX_RATIO_TERM * min(source_rate, target_rate)):
+        g = math.gcd(target_rate, source_rate)  # not ``fractions``: ~0.4 MB with ``decimal``
+        if max(target_rate, source_rate) // g <= _MAX_RATIO_TERM:
+            return target_rate // g, source_rate // g
+    from fractions import Fraction  # an odd ratio, a non-int rate, rates too far apart
+
     frac = Fraction(target_rate, source_rate)
     if not Fraction(1, _MAX_RATIO_TERM) <= frac <= _MAX_RATIO_TERM:
         # Beyond 1000:1 either way (40 MHz to 16 kHz, 1 Hz) no real pair of rates is
