@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .deferred import import_soundfile
 from .errors import AudioError
 from .files import open_regular
 from .native import native_stderr_to_log
@@ -227,10 +228,7 @@ class _Decoder:
         # We own the descriptor until close() (libsndfile's own closing on a failed open
         # is not something to rely on).
         self._fd = open_regular(path, AudioError, AUDIO_FIX, "audio file")
-        try:
-            import soundfile
-        except ImportError:  # minimal device install: WAV only, through scipy
-            soundfile = None
+        soundfile = import_soundfile()  # None in a minimal install: WAV only, through scipy
         try:
             if soundfile is not None:
                 with native_stderr_to_log():  # mpg123 warns on fd 2 about broken MP3s
