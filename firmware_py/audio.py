@@ -12,12 +12,12 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .deferred import import_soundfile
 from .errors import AudioError
 from .files import open_regular
 from .native import native_stderr_to_log
@@ -64,6 +64,13 @@ def rate_ratio(source_rate: int, target_rate: int) -> tuple[int, int]:
         raise AudioError(
             f"invalid sample rate {source_rate} Hz -> {target_rate} Hz: rates must be > 0"
         )
+    if (isinstance(source_rate, int) and isinstance(target_rate, int)
+            and max(source_rate, target_rate) <= _MAX_RATIO_TERM * min(source_rate, target_rate)):
+        g = math.gcd(target_rate, source_rate)  # not ``fractions``: ~0.4 MB with ``decimal``
+        if max(target_rate, source_rate) // g <= _MAX_RATIO_TERM:
+            return target_rate // g, source_rate // g
+    from fractions import Fraction  # an odd ratio, a non-int rate, rates too far apart
+
     frac = Fraction(target_rate, source_rate)
     if not Fraction(1, _MAX_RATIO_TERM) <= frac <= _MAX_RATIO_TERM:
         # Beyond 1000:1 either way (40 MHz to 16 kHz, 1 Hz) no real pair of rates is
@@ -221,10 +228,7 @@ class _Decoder:
         # We own the descriptor until close() (libsndfile's own closing on a failed open
         # is not something to rely on).
         self._fd = open_regular(path, AudioError, AUDIO_FIX, "audio file")
-        try:
-            import soundfile
-        except ImportError:  # minimal device install: WAV only, through scipy
-            soundfile = None
+        soundfile = import_soundfile()  # None in a minimal install: WAV only, through scipy
         try:
             if soundfile is not None:
                 with native_stderr_to_log():  # mpg123 warns on fd 2 about broken MP3s

@@ -405,8 +405,9 @@ print(json.dumps({"steps": steps, "third_party": sorted(t for t in tops
                   if t not in std and not t.startswith("_"))}))
 """
 #: The device process's imports, in the order it makes them; each step's RSS growth is
-#: reported, then which third-party packages the device ended up loading.
-FOOTPRINT_MODULES = ("numpy", "paho.mqtt.client", "ai_edge_litert.interpreter",
+#: reported, then which third-party packages the device ended up loading. paho is imported
+#: the device's way, through firmware_py.mqtt.client (without urllib.request and uuid).
+FOOTPRINT_MODULES = ("numpy", "firmware_py.mqtt.client", "ai_edge_litert.interpreter",
                      "tflite_runtime.interpreter", "firmware_py.features", "firmware_py.audio",
                      "firmware_py.app", "firmware_py.sources", "firmware_py.cli")
 

@@ -41,7 +41,6 @@ help on the fields (``[source]``: :class:`~firmware_py.sources.settings.SourceCo
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import stat
@@ -50,11 +49,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 from ..bounds import is_key
 from ..errors import ConfigError, GenreEdgeError
@@ -258,6 +252,12 @@ def _read_file(path: Path) -> dict[str, Any]:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {shown} is larger than {MAX_CONFIG_BYTES // 1024} KiB: "
                           "give the genre-edge TOML file (deploy/config.example.toml is 8 KiB)")
+    # Imported here, not at the top: a device run without a config file (the benchmark,
+    # env-only services) then never loads the TOML parser.
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -301,6 +301,8 @@ def _apply_env(cfg: Config, env: Mapping[str, str]) -> None:
         key = rest[len(section) + 1:]
         valid = _section_keys(section)
         if key not in valid:
+            import difflib  # only for a misspelt variable: not loaded on every start
+
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {ENV_PREFIX}{section.upper()}_{close[0].upper()}?)" if close else ""
             log.warning("ignoring environment variable %s: [%s] has no key %r%s",

@@ -8,7 +8,6 @@ The numeric ranges are declared on the components' settings fields
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -186,6 +185,8 @@ def check_mqtt_url(url: str, where: str) -> None:
 
 
 def unknown(kind: str, name: str, valid: list[str], where: str) -> ConfigError:
+    import difflib  # only for a misspelt name: not loaded on every start
+
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     return ConfigError(f"unknown config {kind} '{name}'{where}: {hint}valid: {', '.join(valid)}")

@@ -15,10 +15,10 @@ import threading
 import time
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ..errors import ConfigError
+from .client import mqtt
 from .settings import MqttSettings
 
 log = logging.getLogger("firmware_py.mqtt")

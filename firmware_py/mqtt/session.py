@@ -17,10 +17,10 @@ import time
 from collections import deque
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from .. import __version__
+from .client import mqtt
 from .connection import (
     base_client,
     describe_os_error,
