@@ -23,24 +23,22 @@ TEACHER_NAMES = ("musicnn-msd",)  # = training.teacher.TEACHERS, kept here for -
 AUGMENT_DEFAULTS = {"room_p": 0.0, "mixup_p": 0.0}
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+def _number_in(low: float, high: float):
+    """An argparse type: a float in ``[low, high]``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {text}")
+        return value
+
+    return parse
 
 
-def _probability_or_more(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not 0.0 <= value <= 100.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 100], got {text}")
-    return value
+_probability = _number_in(0.0, 1.0)
+_loss_weight = _number_in(0.0, 100.0)
 
 
 def _momentum(text: str) -> float:
@@ -154,7 +152,7 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
                    default=TRAIN_DEFAULTS["distill_temperature"],
                    help="softening of the teacher's probabilities, p^(1/T) (default "
                         f"{TRAIN_DEFAULTS['distill_temperature']:g})")
-    k.add_argument("--hint", type=_probability_or_more, default=TRAIN_DEFAULTS["hint"],
+    k.add_argument("--hint", type=_loss_weight, default=TRAIN_DEFAULTS["hint"],
                    help="weight of a second loss: the student's pooled features predict the "
                         "teacher's whole embedding (training only; default "
                         f"{TRAIN_DEFAULTS['hint']:g}: off)")
