@@ -220,7 +220,7 @@ class PcenState:
 
     def __init__(self, params: FrontendParams) -> None:
         self.params = params
-        self.b = b = params.pcen_smoothing
+        b = params.pcen_smoothing
         lag = np.arange(PCEN_CHUNK_FRAMES)
         diff = lag[:, None] - lag[None, :]
         self._lower = np.where(diff >= 0, b * (1.0 - b) ** np.maximum(diff, 0), 0.0)

@@ -49,9 +49,10 @@ def test_listen_file_fast_publishes_every_state_and_retains_the_last(mqtt_broker
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     # 15 s clip, 3 s window, 1 s hop: one state per hop from 3 s on
     assert 11 <= len(lines) <= 13
+    labels = set(load_bundle(default_bundle_path(), check_model=False).labels)
     for rec in lines:
         assert set(rec) >= {"genre", "confidence", "probabilities", "level_dbfs", "model", "timestamp"}
-        assert set(rec["probabilities"]) == set(load_bundle(default_bundle_path(), check_model=False).labels)
+        assert set(rec["probabilities"]) == labels
     assert lines[-1]["genre"] == "rock"
     assert any(rec["changed"] for rec in lines)
     states = sub.wait_count(f"{PREFIX}/state", len(lines), timeout=10)
@@ -275,7 +276,6 @@ def test_listen_refused_credentials_is_one_line(broker_factory) -> None:
 def test_listen_publishes_sounds_like_from_an_index(tmp_path: Path, mqtt_broker, mqtt_subscriber) -> None:
     import shutil
 
-    from firmware_py.bundle import default_bundle_path, load_bundle
     from firmware_py.similarity import build_index, open_embedding_model
     from tests.paths import clip
 
@@ -310,7 +310,6 @@ def test_sighup_names_every_setting_that_needs_a_restart(caplog) -> None:
     import logging
 
     from firmware_py.app import ConsoleSink, _apply_reload
-    from firmware_py.bundle import default_bundle_path, load_bundle
     from firmware_py.config import Config
     from firmware_py.pipeline import Pipeline
 
