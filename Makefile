@@ -9,7 +9,7 @@ SYSTEM_PACKAGES := mosquitto libportaudio2 libsndfile1 python3-venv chromium she
 		   pulseaudio pulseaudio-utils libasound2-plugins mmdebstrap \
 		   qemu-user-static binfmt-support arch-test
 
-.PHONY: run test test-aarch64 lint sysdeps device-env dev-env ha-env default-model cross-source bench clean
+.PHONY: run test test-aarch64 lint sysdeps device-env dev-env ha-env default-model cross-source example-config bench clean
 
 # A venv that failed to be created (e.g. python3-venv missing) is removed, so the next
 # make starts over instead of finding a python without pip.
@@ -92,6 +92,10 @@ cross-source: $(VENV)/.dev
 	  -- $(DEFAULT_RECIPE) --epochs 12
 	cp runs/xsrc/cross_source.json runs/default/cross_source.json
 	$(PY) -m converter.model_card runs/default $(DEFAULT_MODEL) --command "make default-model"
+
+# deploy/config.example.toml is generated from the settings' declarations (a test compares).
+example-config: $(VENV)/.device
+	$(PY) -m firmware_py.config.example > deploy/config.example.toml
 
 bench: $(VENV)/.dev
 	$(VENV)/bin/genre-edge bench frontend --json bench-frontend.json

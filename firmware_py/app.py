@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from .bounds import live_keys, restart_needed
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .errors import DeviceError, GenreEdgeError
 from .pipeline import HopResult, Pipeline
@@ -233,9 +234,6 @@ def _apply_reload(config: Any, reload: Callable[[], Any], pipeline: Pipeline, bu
         return
     for sink in sinks:
         sink.reload(new)
-    restart = [name for name in ("bundle", "log_level", "source", "inference", "mqtt", "similarity")
-               if getattr(new, name) != getattr(config, name)]
-    if new.output.http != config.output.http:
-        restart.append("output.http")
-    log.warning("SIGHUP: configuration reloaded (smoothing, console output)%s",
+    restart = restart_needed(config, new)
+    log.warning("SIGHUP: configuration reloaded (applied live: %s)%s", ", ".join(live_keys(new)),
                 f"; restart to apply changes to {', '.join(restart)}" if restart else "")

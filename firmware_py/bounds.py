@@ -1,24 +1,67 @@
-"""Allowed ranges of numeric settings, declared once next to each setting.
+"""Settings declared once, on the dataclass field of the component they configure.
 
-A setting is declared as ``threads: int = knob(1, 1, 64)``: the range travels in the
-dataclass field's metadata, so the configuration file, the environment, the flags and a
-bundle manifest are all checked against the same numbers, and no value outside them
-reaches the code that uses it (an average over 1e20 windows was an OverflowError in the
-middle of a SIGHUP reload).
+A setting is declared as ``threads: int = knob(1, 1, 64, help="Interpreter threads.",
+flag="--threads")``: its default, its range, its help text, whether a SIGHUP applies it
+live, its command-line flag and any rule of its own travel in the field's metadata. The
+configuration file, the environment, the flags and a bundle manifest are all checked
+against the same declaration (an average over 1e20 windows was an OverflowError in the
+middle of a SIGHUP reload), and ``genre-edge listen --help`` and
+``deploy/config.example.toml`` are generated from it (:mod:`firmware_py.config.example`).
+
+A settings class names its configuration section in ``SECTION`` (a ``ClassVar``) and may
+explain it in ``SECTION_HELP`` (the paragraph above the section in the example file) and
+``FLAG_GROUP`` (the heading of its flags in ``--help``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import brief
 
 
-def knob(default: Any, low: float, high: float, unit: str = "") -> Any:
-    """A dataclass field whose values must lie in ``[low, high]`` (``unit`` for messages)."""
-    return dataclasses.field(default=default, metadata={"range": (low, high, unit)})
+def setting(default: Any, *, help: str = "", example: Any = None, live: bool = False,  # noqa: A002
+            flag: str | None = None, metavar: str | None = None,
+            choices: Sequence[Any] | None = None, check: Callable[[Any], Any] | None = None,
+            repr: bool = True) -> Any:  # noqa: A002
+    """A configuration key's dataclass field.
+
+    Parameters
+    ----------
+    default : Any
+        The value when nothing sets it (None: unset).
+    help : str
+        What it does, in sentences; the example file and ``--help`` show it.
+    example : Any, optional
+        The value the example file shows for a key that is unset by default.
+    live : bool
+        Whether a SIGHUP reload applies a new value without a restart.
+    flag, metavar : str, optional
+        The ``genre-edge listen`` flag that sets it (booleans: a flag that sets True).
+    choices : sequence, optional
+        The only values allowed (checked like a range; ``--help`` lists them).
+    check : callable, optional
+        ``check(value) -> value``: the key's own rule and normal form (raises
+        :class:`~firmware_py.errors.ConfigError` without the key's name; the
+        configuration adds it).
+    repr : bool
+        False keeps the value out of ``repr`` (the password).
+    """
+    meta: dict[str, Any] = {"help": help, "example": example, "live": live, "flag": flag,
+                            "metavar": metavar, "choices": tuple(choices) if choices else None,
+                            "check": check}
+    return dataclasses.field(default=default, repr=repr, metadata=meta)
+
+
+def knob(default: Any, low: float, high: float, unit: str = "", **declared: Any) -> Any:
+    """A numeric :func:`setting` whose values must lie in ``[low, high]`` (``unit`` for
+    messages); ``declared`` takes :func:`setting`'s keywords."""
+    spec = setting(default, **declared)
+    return dataclasses.field(default=default, repr=spec.repr,
+                             metadata={**spec.metadata, "range": (low, high, unit)})
 
 
 def range_problem(spec: dataclasses.Field[Any], value: Any) -> str | None:
@@ -47,3 +90,40 @@ def tuning(default: Any) -> Any:
 def is_key(spec: dataclasses.Field[Any]) -> bool:
     """Whether ``spec`` is a configuration key (every field not declared with :func:`tuning`)."""
     return spec.metadata.get("key", True)
+
+
+def declared(spec: dataclasses.Field[Any], what: str) -> Any:
+    """One declared property of a key (``help``, ``live``, ``flag``, ``choices``, ...)."""
+    return spec.metadata.get(what)
+
+
+def key_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    """The fields of a settings class that are configuration keys, in declaration order."""
+    return [f for f in dataclasses.fields(cls) if is_key(f)]
+
+
+def restart_needed(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose value differs between two settings trees (dataclasses of
+    dataclasses, like the configuration) and that only a restart applies: every key not
+    declared ``live``; fields that are no keys (:func:`tuning`) are skipped unless they
+    are declared ``live`` (the ``smoothing`` overrides)."""
+    out: list[str] = []
+    for spec in dataclasses.fields(old):
+        a, b = getattr(old, spec.name), getattr(new, spec.name)
+        if dataclasses.is_dataclass(a) and not isinstance(a, type):
+            out += restart_needed(a, b, f"{prefix}{spec.name}.")
+        elif is_key(spec) and not declared(spec, "live") and a != b:
+            out.append(prefix + spec.name)
+    return out
+
+
+def live_keys(tree: Any, prefix: str = "") -> list[str]:
+    """The dotted names of every field of a settings tree declared ``live``."""
+    out: list[str] = []
+    for spec in dataclasses.fields(tree):
+        value = getattr(tree, spec.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out += live_keys(value, f"{prefix}{spec.name}.")
+        elif declared(spec, "live"):
+            out.append(prefix + spec.name)
+    return out

@@ -31,12 +31,11 @@ from typing import Any
 from .errors import BundleError, GenreEdgeError
 from .features import FrontendParams
 from .files import open_regular, read_regular_bytes
+from .inference_settings import MAX_HOP_S  # a longer hop is a typo, not a design
 from .text import display
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-#: Longest inference hop a bundle may ask for (a longer one is a typo, not a design).
-MAX_HOP_S = 60.0
 MODEL_KEYS = ("model", "edgetpu_model", "float_model", "embedding")
 DEFAULT_FILENAMES = {
     "model": "model.tflite",

@@ -98,7 +98,7 @@ def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     env = os.environ.get("GENRE_EDGE_LOG_LEVEL", "").strip()
     if env:
-        from .config import LOG_LEVELS  # only when set: config imports numpy
+        from .config import LOG_LEVELS  # only when set: not loaded for every command
 
         # Only the five level names: getattr(logging, 'BASIC_FORMAT') was a traceback.
         if env.lower() not in LOG_LEVELS:

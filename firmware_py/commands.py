@@ -271,50 +271,17 @@ def _listen_configure(p: argparse.ArgumentParser) -> None:
         "Settings: --config FILE < GENRE_EDGE_<SECTION>_<KEY> environment < these flags "
         "(see deploy/config.example.toml)."
     )
+    from .config.flags import add_setting_flags
+
     p.add_argument("--config", help="TOML configuration file (default: $GENRE_EDGE_CONFIG)")
-    p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
-    s = p.add_argument_group("audio source")
-    s.add_argument("--device", help="microphone: index or part of its name (default: system default)")
-    s.add_argument("--input", metavar="FILE", help="play an audio file instead of a microphone")
-    speed = s.add_mutually_exclusive_group()
-    speed.add_argument("--realtime", dest="realtime", action="store_const", const=True,
-                       help="play --input at real time (the default)")
-    speed.add_argument("--fast", dest="realtime", action="store_const", const=False,
-                       help="play --input as fast as possible")
-    s.add_argument("--loop", action="store_const", const=True, help="play --input over and over")
-    s.add_argument("--device-rate", type=int, help="force the microphone's sample rate (Hz)")
-    s.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
-    i = p.add_argument_group("inference")
-    i.add_argument("--threads", type=int, help="interpreter threads (default 1)")
-    i.add_argument("--edgetpu", choices=["usb", "pci"], help="run on a Coral Edge TPU (CPU fallback)")
-    i.add_argument("--hop", type=float, metavar="SECONDS", help="seconds between inferences")
-    m = p.add_argument_group("MQTT (password: GENRE_EDGE_MQTT_PASSWORD or the config file)")
-    m.add_argument("--mqtt", metavar="URL", help="broker: mqtt://host[:port] or mqtts://host[:port]")
-    m.add_argument("--device-id", help="device id in topics and Home Assistant (default: host name)")
-    m.add_argument("--username", help="broker login name")
-    m.add_argument("--ca-file", help="CA certificate(s) for mqtts://")
-    m.add_argument("--topic-prefix", help="topic prefix (default genre-edge/<device-id>)")
-    o = p.add_argument_group("output")
-    o.add_argument("--json", action="store_const", const=True, help="console output as JSON lines")
-    o.add_argument("--changes-only", action="store_const", const=True,
-                   help="print only when the published genre changes")
-    o.add_argument("--http", metavar="HOST:PORT", help="serve the live display page, e.g. 127.0.0.1:8080")
-    o.add_argument("--log-level", choices=["debug", "info", "warning", "error", "critical"])
-    o.add_argument("--print-config", action="store_true",
+    # Every setting's flag, help and default come from its declaration (firmware_py.bounds).
+    add_setting_flags(p)
+    p.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    p.add_argument("--print-config", action="store_true",
                    help="print the effective configuration (password redacted) and exit")
-
-
-def _listen_overrides(args: argparse.Namespace) -> dict:
-    return {
-        "bundle": args.bundle,
-        "log_level": args.log_level,
-        "source": {"device": args.device, "input": args.input, "realtime": args.realtime,
-                   "loop": args.loop, "device_rate": args.device_rate},
-        "inference": {"threads": args.threads, "edgetpu": args.edgetpu, "hop_s": args.hop},
-        "mqtt": {"url": args.mqtt, "device_id": args.device_id, "username": args.username,
-                 "ca_file": args.ca_file, "topic_prefix": args.topic_prefix},
-        "output": {"json": args.json, "changes_only": args.changes_only, "http": args.http},
-    }
+    p.add_argument("--example-config", action="store_true",
+                   help="print the example configuration file (every key, its help and default) "
+                        "and exit")
 
 
 def _listen_run(args: argparse.Namespace) -> int:
@@ -322,6 +289,7 @@ def _listen_run(args: argparse.Namespace) -> int:
 
     from .app import run_listen
     from .config import load_config
+    from .config.flags import overrides
 
     if args.list_devices:
         from .sources import list_input_devices
@@ -336,8 +304,14 @@ def _listen_run(args: argparse.Namespace) -> int:
             return 1
         return 0
 
+    if args.example_config:
+        from .config.example import render_example
+
+        print(render_example(), end="")
+        return 0
+
     def load():
-        return load_config(args.config, overrides=_listen_overrides(args))
+        return load_config(args.config, overrides=overrides(args))
 
     config = load()
     if args.print_config:

@@ -16,31 +16,11 @@ from typing import Any
 import numpy as np
 
 from .audio import RingBuffer, check_finite
-from .bounds import knob
-from .bundle import MAX_HOP_S, Bundle, hop_frames_for
+from .bundle import Bundle, hop_frames_for
 from .errors import AudioError
 from .features import StreamingLogMel
 from .level import level_dbfs
 from .smoothing import SmoothedState, Smoother, SmoothingParams
-
-
-@dataclass
-class InferenceConfig:
-    """How the model runs.
-
-    Attributes
-    ----------
-    threads : int
-        Interpreter threads (1 leaves a core for audio and MQTT on a Pi).
-    edgetpu : str or None
-        ``"usb"`` or ``"pci"`` to use a Coral Edge TPU (CPU fallback when none is found).
-    hop_s : float or None
-        Seconds between inferences; None takes the bundle's value.
-    """
-
-    threads: int = knob(1, 1, 64)
-    edgetpu: str | None = None
-    hop_s: float | None = knob(None, 0.01, MAX_HOP_S, " seconds")
 
 
 @dataclass

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from .bounds import knob
 from .bundle import Bundle, BundleError
 from .errors import GenreEdgeError, brief, skip_reason
 from .files import open_regular, path_problem
@@ -38,26 +37,6 @@ INDEX_VERSION = 1
 #: What ``index`` picks up in a folder (soundfile decodes them; WAV also without it).
 AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3"})
 RECONVERT = "re-convert the bundle with genre-edge convert"
-
-
-@dataclass
-class SimilarityConfig:
-    """"Sounds like": publish the indexed track nearest to what is playing.
-
-    Attributes
-    ----------
-    index : str or None
-        An index made by ``genre-edge index FOLDER --out INDEX`` with the same bundle;
-        None turns the feature off.
-    every_s : float
-        Seconds between look-ups.
-    window_s : float
-        Seconds of recent audio whose window embeddings are averaged for the look-up.
-    """
-
-    index: str | None = None
-    every_s: float = knob(10.0, 1.0, 3600.0, " seconds")
-    window_s: float = knob(30.0, 3.0, 600.0, " seconds")
 
 
 class SimilarityIndexError(GenreEdgeError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .bounds import knob, range_problem
 from .errors import GenreEdgeError, brief
@@ -22,70 +22,66 @@ MAX_SECONDS = 86_400.0
 
 @dataclass(frozen=True)
 class SmoothingParams:
-    """Every knob of the smoother, with defaults for hop 1 s and a 3 s model window.
-
-    Attributes
-    ----------
-    average_windows : int
-        Number of most recent probability vectors averaged (4 = the last 4 s at hop 1 s).
-    enter_threshold : float
-        Averaged probability (0--1) a new genre needs to take over.
-    leave_threshold : float
-        The shown genre is kept while its averaged probability is at least this
-        (0--1, at most ``enter_threshold``): the hysteresis.
-    min_dwell_s : float
-        Seconds the shown genre stays up at least before another genre may replace it.
-    silence_dbfs : float
-        RMS level in dBFS (see :func:`level_dbfs`) below which audio counts as silence.
-    silence_hysteresis_db : float
-        Once silent, the level must rise this many dB above ``silence_dbfs`` to count
-        as sound again.
-    silence_hold_s : float
-        Seconds the level must stay below ``silence_dbfs`` before ``silence`` is
-        published (a quiet passage or a pause between songs does not flap).
-    unknown_threshold : float
-        Averaged probability (0--1, at most ``enter_threshold``) that some genre must
-        reach for the state not to drift to ``unknown``.
-    unknown_after_s : float
-        Seconds of low confidence (see the module docstring) before ``unknown``.
-    switch_margin : float
-        A genre that reaches ``enter_threshold`` also takes over (dwell permitting)
-        when its averaged probability beats the shown genre's by this much, even if the
-        shown genre is still above ``leave_threshold``: without it a genre the model
-        keeps at second place could hold on for ever.
-    max_gap_hops : float
-        A gap in ``t_s`` longer than this many hops (the stream stopped, e.g. a
-        microphone was unplugged) clears the averaging history.
-    segment_windows : float
-        Time constant, in windows, of the *segment average*: an exponential average of
-        every window since the shown genre took over. It learns how the model behaves
-        on the music playing now, its usual confusions included (a rock song the model
-        calls "pop" a fifth of the time).
-    surprise_margin : float
-        A new genre takes over quickly (``min_dwell_s`` permitting) only when its
-        averaged probability exceeds its segment average by this much: the music
-        changed, rather than the model's usual confusion on this song. Otherwise it
-        takes over only once the segment average itself prefers it (slowly).
-        1.0 disables the quick path; 0.0 makes every convincing genre quick.
+    """Every knob of the smoother, with defaults for hop 1 s and a 3 s model window; each
+    knob's meaning and range are on its field (``help``, :func:`~firmware_py.bounds.knob`).
+    Every one is applied live on SIGHUP. The config file, the environment and a bundle
+    manifest are all checked against these ranges, and nothing outside them can reach the
+    smoother (1e20 windows was an OverflowError in deque).
     """
 
-    # Every knob's sane range sits next to it (see :func:`knob`): the config file, the
-    # environment and a bundle manifest are all checked against these, and nothing
-    # outside them can reach the smoother (1e20 windows was an OverflowError in deque).
-    average_windows: int = knob(4, 1, MAX_WINDOWS)
-    enter_threshold: float = knob(0.4, 0.0, 1.0)
-    leave_threshold: float = knob(0.25, 0.0, 1.0)
-    min_dwell_s: float = knob(3.0, 0.0, MAX_SECONDS, " seconds")
-    silence_dbfs: float = knob(-60.0, LEVEL_FLOOR_DBFS, 0.0, " dBFS")
-    silence_hysteresis_db: float = knob(6.0, 0.0, -LEVEL_FLOOR_DBFS, " dB")
-    silence_hold_s: float = knob(2.0, 0.0, MAX_SECONDS, " seconds")
-    unknown_threshold: float = knob(0.35, 0.0, 1.0)
-    unknown_after_s: float = knob(10.0, 0.0, MAX_SECONDS, " seconds")
-    switch_margin: float = knob(0.2, 0.0, 1.0)
-    min_top_windows: int = knob(2, 1, MAX_WINDOWS)
-    max_gap_hops: float = knob(3.0, 1.0, MAX_WINDOWS, " hops")
-    segment_windows: float = knob(80.0, 1.0, MAX_SEGMENT_WINDOWS)
-    surprise_margin: float = knob(0.6, 0.0, 1.0)
+    SECTION: ClassVar[str] = "smoothing"
+    SECTION_HELP: ClassVar[str] = (
+        "How per-window probabilities become the published genre. Defaults come from the "
+        "model bundle; the values shown are genre-edge's own defaults (for a 1 s hop, 3 s "
+        "window).")
+
+    average_windows: int = knob(4, 1, MAX_WINDOWS, live=True,
+                                help="Number of most recent windows whose probabilities are "
+                                     "averaged.")
+    enter_threshold: float = knob(0.4, 0.0, 1.0, live=True,
+                                  help="Averaged probability (0-1) a new genre needs to take "
+                                       "over.")
+    leave_threshold: float = knob(0.25, 0.0, 1.0, live=True,
+                                  help="The current genre is kept while its averaged "
+                                       "probability stays at or above this (at most "
+                                       "enter_threshold): the hysteresis.")
+    min_dwell_s: float = knob(3.0, 0.0, MAX_SECONDS, " seconds", live=True,
+                              help="Seconds a genre stays published at least before another "
+                                   "genre may replace it.")
+    silence_dbfs: float = knob(-60.0, LEVEL_FLOOR_DBFS, 0.0, " dBFS", live=True,
+                               help="RMS level in dBFS (full-scale square wave = 0 dBFS) below "
+                                    "which audio is silence.")
+    silence_hysteresis_db: float = knob(6.0, 0.0, -LEVEL_FLOOR_DBFS, " dB", live=True,
+                                        help="Once silent, the level must rise this many dB "
+                                             "above silence_dbfs to count as sound.")
+    silence_hold_s: float = knob(2.0, 0.0, MAX_SECONDS, " seconds", live=True,
+                                 help='Seconds below silence_dbfs before "silence" is '
+                                      "published (a pause between songs does not flap).")
+    unknown_threshold: float = knob(0.35, 0.0, 1.0, live=True,
+                                    help='"unknown" is published when no genre\'s averaged '
+                                         "probability reaches this (at most enter_threshold) "
+                                         "for unknown_after_s.")
+    unknown_after_s: float = knob(10.0, 0.0, MAX_SECONDS, " seconds", live=True,
+                                  help="Seconds of low confidence before \"unknown\".")
+    switch_margin: float = knob(0.2, 0.0, 1.0, live=True,
+                                help="A new genre also takes over when it beats the current "
+                                     "one by this much, even while the current one is above "
+                                     "leave_threshold.")
+    min_top_windows: int = knob(2, 1, MAX_WINDOWS, live=True,
+                                help="A new genre must be the top class in at least this many "
+                                     "of the averaged windows (at most average_windows).")
+    max_gap_hops: float = knob(3.0, 1.0, MAX_WINDOWS, " hops", live=True,
+                               help="A gap in the audio longer than this many hops (an "
+                                    "unplugged microphone) clears the averaging history.")
+    segment_windows: float = knob(80.0, 1.0, MAX_SEGMENT_WINDOWS, live=True,
+                                  help="Time constant, in windows, of the segment average: how "
+                                       "the model behaves on the music playing now (its usual "
+                                       "confusions on this song included).")
+    surprise_margin: float = knob(0.6, 0.0, 1.0, live=True,
+                                  help="A new genre takes over quickly only when its averaged "
+                                       "probability exceeds its segment average by this much "
+                                       "(the music changed); otherwise only once the segment "
+                                       "average prefers it. 1.0 disables the quick path.")
 
     def __post_init__(self) -> None:
         problems = self.field_problems(dataclasses.asdict(self))

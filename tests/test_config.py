@@ -141,6 +141,56 @@ def test_example_config_parses_to_the_defaults() -> None:
     assert load_config(EXAMPLE, env={}) == Config()
 
 
+def test_the_example_is_generated_from_the_declarations() -> None:
+    """deploy/config.example.toml is render_example()'s output: a key, help text, default
+    or example changed on a field changes the file (regenerate: make example-config)."""
+    from firmware_py.config.example import render_example
+
+    assert EXAMPLE.read_text() == render_example(), "run 'make example-config'"
+
+
+def test_every_key_declares_its_help_and_the_flags_reach_their_keys() -> None:
+    """Every key has help; every flag ``listen --help`` shows sets the key it documents."""
+    import argparse
+
+    from firmware_py.bounds import declared
+    from firmware_py.config import key_spec
+    from firmware_py.config.flags import add_setting_flags, overrides
+
+    for key in config_keys():
+        assert (declared(key_spec(key), "help") or "").strip(), f"{key} has no help"
+    parser = argparse.ArgumentParser()
+    add_setting_flags(parser)
+    given = ["--bundle", "/b", "--log-level", "debug", "--device", "3", "--input", "x.wav",
+             "--fast", "--loop", "--device-rate", "44100", "--threads", "2", "--edgetpu",
+             "usb", "--hop", "0.5", "--json", "--changes-only", "--http", "127.0.0.1:8080",
+             "--mqtt", "mqtt://127.0.0.1:1883", "--username", "u", "--ca-file", "/ca",
+             "--device-id", "den", "--topic-prefix", "t/den"]
+    cfg = load_config(None, env={}, overrides=overrides(parser.parse_args(given)))
+    assert (cfg.bundle, cfg.log_level) == ("/b", "debug")
+    assert (cfg.source.device, cfg.source.input, cfg.source.realtime, cfg.source.loop,
+            cfg.source.device_rate) == (3, "x.wav", False, True, 44100)
+    assert (cfg.inference.threads, cfg.inference.edgetpu, cfg.inference.hop_s) == (2, "usb", 0.5)
+    assert (cfg.output.json, cfg.output.changes_only, cfg.output.http) == (True, True,
+                                                                           "127.0.0.1:8080")
+    assert (cfg.mqtt.url, cfg.mqtt.username, cfg.mqtt.ca_file, cfg.mqtt.device_id,
+            cfg.mqtt.topic_prefix) == ("mqtt://127.0.0.1:1883", "u", "/ca", "den", "t/den")
+    flags = {a.option_strings[0] for a in parser._actions if a.option_strings} - {"-h"}
+    assert flags == {g for g in given if g.startswith("--")} | {"--realtime"}
+    # not given: nothing overridden
+    assert load_config(None, env={}, overrides=overrides(parser.parse_args([]))) == Config()
+
+
+def test_only_keys_declared_live_are_applied_without_a_restart() -> None:
+    from firmware_py.bounds import live_keys, restart_needed
+
+    old = Config()
+    new = load_config(None, env={}, overrides={"output.json": True, "smoothing.min_dwell_s": 9,
+                                               "mqtt.qos": 0, "source.loop": True})
+    assert restart_needed(old, new) == ["source.loop", "mqtt.qos"]
+    assert live_keys(old) == ["smoothing", "output.json", "output.changes_only"]
+
+
 def test_example_documents_every_key_with_its_default(tmp_path: Path) -> None:
     """Uncommenting every ``# key = value`` line gives the defaults (or a valid example)."""
     text = EXAMPLE.read_text()
@@ -352,3 +402,17 @@ def test_private_file_or_no_password_does_not_warn(
         load_config(write(tmp_path, FULL, mode=0o600), env={})
         load_config(write(tmp_path, "[mqtt]\nurl = 'mqtt://x'\n", mode=0o644), env={})
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_configuration_and_the_listen_flags_load_no_numerics() -> None:
+    """``genre-edge --help``/``--version`` build every parser, listen's flags included:
+    the declarations they come from must not pull numpy (nor paho) in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, argparse, firmware_py.config.flags as f; "
+            "f.add_setting_flags(argparse.ArgumentParser()); "
+            "import firmware_py.config.example as e; e.render_example(); "
+            "print(sorted(m for m in ('numpy', 'paho', 'soxr', 'http.server') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -143,11 +143,11 @@ def _expected_types() -> dict[str, tuple[type, ...]]:
     import typing
 
     from firmware_py.bounds import is_key
-    from firmware_py.config import _SECTIONS
+    from firmware_py.config import SECTIONS
     from firmware_py.smoothing import SmoothingParams
 
     out: dict[str, tuple[type, ...]] = {"bundle": (str,), "log_level": (str,)}
-    for name, cls in _SECTIONS.items():
+    for name, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
         # tuning fields (MqttSettings' reconnect delays, ...) are not configuration keys
         for key in (f.name for f in dataclasses.fields(cls) if is_key(f)):

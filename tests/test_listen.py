@@ -320,7 +320,8 @@ def test_sighup_names_every_setting_that_needs_a_restart(caplog) -> None:
         old.similarity, index="/nonexistent/index.npz"))
     with caplog.at_level(logging.WARNING, logger="firmware_py.app"):
         _apply_reload(old, lambda: new, pipeline, bundle, [ConsoleSink(io.StringIO())])
-    assert "restart to apply changes to log_level, similarity" in caplog.text
+    assert "restart to apply changes to log_level, similarity.index" in caplog.text
+    assert "applied live: smoothing, output.json, output.changes_only" in caplog.text
 
 
 def test_latency_samples_stay_bounded_without_mqtt() -> None:

@@ -84,3 +84,99 @@ def test_a_sink_added_to_the_registry_is_started_fed_and_stopped(monkeypatch) ->
     # every sink saw every state, with the contributed key, as the same document
     assert [s.to_dict() for s in states] == lines == got
     assert all(doc["recorded"] == doc["audio_t_s"] for doc in got)
+
+
+UDP_SINK = '''
+"""A sink written for the test: every state as one UDP datagram to [udp] host:port."""
+import json
+import socket
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..bounds import knob, setting
+from .base import Sink
+
+ORDER = 60
+
+
+@dataclass
+class UdpSettings:
+    SECTION: ClassVar[str] = "udp"
+    FLAG_GROUP: ClassVar[str] = "UDP broadcast"
+
+    host: str | None = setting(None, example="127.0.0.1", flag="--udp-host",
+                               help="Send every state to this host. Default: unset = off.")
+    port: int = knob(9999, 1, 65535, help="Its UDP port.")
+    genre_only: bool = setting(False, live=True, help="Send only the genre.")
+
+
+SETTINGS = UdpSettings
+
+
+class UdpSink(Sink):
+    name = "udp"
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def publish(self, state):
+        doc = state.to_dict()
+        if self.settings.genre_only:
+            doc = {"genre": doc["genre"]}
+        self.sock.sendto(json.dumps(doc).encode(), (self.settings.host, self.settings.port))
+
+    def reload(self, config):
+        self.settings.genre_only = config.udp.genre_only
+
+    def stop(self):
+        self.sock.close()
+
+
+def build(ctx):
+    return UdpSink(ctx.config.udp) if ctx.config.udp.host else None
+'''
+
+
+def test_a_new_sink_is_one_file_with_its_settings(tmp_path) -> None:
+    """The issue's measure of the seam: a copy of the package plus one file, udp.py, and
+    nothing else changed. Its [udp] section is read from the file and the environment, it
+    has its flag in --help and its keys in the example file, and it gets every state."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import firmware_py
+
+    copy = tmp_path / "firmware_py"
+    shutil.copytree(Path(firmware_py.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("__pycache__", "models"))
+    (copy / "models").symlink_to(Path(firmware_py.__file__).parent / "models")
+    (copy / "sinks" / "udp.py").write_text(UDP_SINK)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(60)
+    port = receiver.getsockname()[1]
+    (tmp_path / "config.toml").write_text(f'[udp]\nhost = "127.0.0.1"\nport = {port}\n')
+    env = {"PYTHONPATH": str(tmp_path), "GENRE_EDGE_UDP_GENRE_ONLY": "yes",
+           "PATH": "/usr/bin:/bin"}
+    run = [sys.executable, "-c", "import sys; from firmware_py.cli import main; "
+           "sys.exit(main(sys.argv[1:]))", "listen"]
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([*run, *args], env=env, capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "--udp-host" in cli("--help") and "UDP broadcast" in cli("--help")
+    example = cli("--example-config")
+    assert "[udp]" in example and "# port = 9999" in example and "(live)" in example
+    printed = json.loads(cli("--config", "config.toml", "--print-config"))
+    assert printed["udp"] == {"host": "127.0.0.1", "port": port, "genre_only": True}
+    cli("--config", "config.toml", "--input", str(DEMO_CLIP), "--fast", "--changes-only")
+    first = json.loads(receiver.recv(65536))
+    receiver.close()
+    assert set(first) == {"genre"} and first["genre"]

@@ -19,7 +19,6 @@ from ..errors import ConfigError, brief
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: Size bound of each text value (file, environment or flag; PATH_MAX is 4096).
 MAX_TEXT = 4096
-EDGETPU_KINDS = ("usb", "pci")
 
 
 # -- types --------------------------------------------------------------------------------
@@ -111,12 +110,11 @@ def parse_text(text: str, tp: Any, key: str, where: str) -> Any:
 
 
 # -- value checks -------------------------------------------------------------------------
-# Numeric ranges are declared on the fields (knob); these are the other value rules.
-_CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "log_level": (lambda v: v.lower() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
-    "inference.edgetpu": (lambda v: v in EDGETPU_KINDS, "'usb' or 'pci'"),
-    "mqtt.qos": (lambda v: v in (0, 1, 2), "0, 1 or 2"),
-}
+def one_of(choices: tuple[Any, ...]) -> str:
+    """``'usb' or 'pci'``, ``0, 1 or 2``."""
+    shown_choices = [repr(c) if isinstance(c, str) else str(c) for c in choices]
+    return (", ".join(shown_choices[:-1]) + " or " + shown_choices[-1]
+            if len(shown_choices) > 1 else shown_choices[0])
 
 
 def check_text(key: str, value: str, where: str) -> None:
@@ -136,7 +134,8 @@ def check_text(key: str, value: str, where: str) -> None:
 
 def check_value(key: str, value: Any, where: str,
                 spec: dataclasses.Field[Any] | None = None) -> Any:
-    """``value`` of ``key`` checked (and normalised); ``spec`` is the field declaring its range."""
+    """``value`` of ``key`` checked (and normalised) by the rules ``spec`` declares: its
+    range, its choices and its own check (:func:`~firmware_py.bounds.setting`)."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -145,43 +144,24 @@ def check_value(key: str, value: Any, where: str,
         raise ConfigError(
             f"config key '{key}'{where} must be finite, got {shown(value, key)}: fix the value"
         )
-    out_of_range = range_problem(spec, value) if spec is not None else None
+    if spec is None:
+        return value
+    out_of_range = range_problem(spec, value)
     if out_of_range:
         raise ConfigError(f"config key '{key}'{where} {out_of_range}: fix the value")
-    if key == "source.device" and isinstance(value, str):
-        from ..sources import device_spec  # the microphone source's own reading of --device
-
-        value = device_spec(value)
+    check = spec.metadata.get("check")
+    if check is not None:
+        try:
+            value = check(value)
+        except ConfigError as exc:
+            raise ConfigError(f"config key '{key}'{where}: {exc}") from None
         if value is None:
             return None
-    if key == "log_level":
-        value = value.lower()
-    check = _CHECKS.get(key)
-    if check is not None and not check[0](value):
-        raise ConfigError(f"config key '{key}'{where} must be {check[1]}, got {shown(value, key)}")
-    if key == "mqtt.url":
-        check_mqtt_url(value, where)
-    if key == "output.http":
-        check_http_address(value, where)
+    choices = spec.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(
+            f"config key '{key}'{where} must be {one_of(choices)}, got {shown(value, key)}")
     return value
-
-
-def check_http_address(value: str, where: str) -> None:
-    from ..display import parse_http_address  # one address grammar: the display server's
-
-    try:
-        parse_http_address(value)
-    except ConfigError as exc:
-        raise ConfigError(f"config key 'output.http'{where}: {exc}") from None
-
-
-def check_mqtt_url(url: str, where: str) -> None:
-    from ..mqtt.url import parse_mqtt_url  # one URL grammar for the whole program (no paho)
-
-    try:
-        parse_mqtt_url(url)
-    except ConfigError as exc:
-        raise ConfigError(f"config key 'mqtt.url'{where}: {exc}") from None
 
 
 def unknown(kind: str, name: str, valid: list[str], where: str) -> ConfigError:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
-from ..bounds import knob, tuning
+from ..bounds import knob, setting, tuning
 from ..errors import ConfigError
 from .rules import check_text, check_topic_part
 from .url import BrokerAddress, parse_mqtt_url
@@ -23,64 +24,73 @@ def default_device_id() -> str:
     return name or "genre-edge"
 
 
+def checked_url(url: str) -> str:
+    """``mqtt.url`` checked by the one URL grammar (raises ConfigError)."""
+    parse_mqtt_url(url)
+    return url
+
 
 @dataclass
 class MqttSettings:
     """The ``[mqtt]`` section, and everything the publisher needs (off while ``url`` is None).
 
-    The fields marked :func:`~firmware_py.bounds.tuning` are not configuration keys: the
-    code and the tests set them (reconnect delays, in-flight bounds). ``tls_insecure``
-    skips only the host-name check (the certificate must still chain to ``ca_file``), like
-    paho's ``tls_insecure_set``: for brokers reached by an IP address their certificate
-    does not name.
-
-    Attributes
-    ----------
-    url : str or None
-        ``mqtt://host[:port]`` or ``mqtts://host[:port]`` (TLS).
-    username, password : str or None
-        Broker login. The password is never logged or shown in ``repr``.
-    ca_file, cert_file, key_file : str or None
-        TLS: CA bundle, and client certificate and key for mutual TLS.
-    tls_insecure : bool
-        Skip the host-name check (the certificate must still chain to ``ca_file``).
-    device_id : str or None
-        Device id in topics and Home Assistant; None uses the host name.
-    topic_prefix : str or None
-        Topic prefix; None is ``genre-edge/<device_id>``.
-    discovery_prefix : str
-        Home Assistant discovery prefix.
-    qos : int
-        QoS of every message (1: at least once).
-    keepalive_s : int
-        MQTT keep-alive in seconds.
-    expire_after_s : int
-        Home Assistant marks the sensors unavailable after this many seconds without
-        a state (0: never).
-    queue_size : int
-        Messages kept while the broker is away (oldest dropped, count reported).
-    stats_interval_s : float
-        Seconds between ``<prefix>/stats`` messages.
+    Every key's meaning is the ``help`` on its field; the password is never logged or
+    shown in ``repr``. The fields marked :func:`~firmware_py.bounds.tuning` are not
+    configuration keys: the code and the tests set them (reconnect delays, in-flight
+    bounds). ``tls_insecure`` skips only the host-name check, like paho's
+    ``tls_insecure_set``.
     """
 
-    url: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    device_id: str | None = None
-    topic_prefix: str | None = None
-    discovery_prefix: str = "homeassistant"
-    qos: int = 1
+    SECTION: ClassVar[str] = "mqtt"
+    FLAG_GROUP: ClassVar[str] = "MQTT (password: GENRE_EDGE_MQTT_PASSWORD or the config file)"
+
+    url: str | None = setting(
+        None, example="mqtt://homeassistant.local:1883", flag="--mqtt", metavar="URL",
+        check=checked_url,
+        help="Broker URL: mqtt://host[:port] or mqtts://host[:port] (TLS). Default: unset = "
+             "no MQTT.")
+    username: str | None = setting(None, example="genre-edge", flag="--username",
+                                   help="Broker login name. Default: unset.")
+    password: str | None = setting(
+        None, example="change-me", repr=False,
+        help="Broker password. Default: unset. Prefer GENRE_EDGE_MQTT_PASSWORD (never a flag: "
+             "other users can read a command line).")
+    ca_file: str | None = setting(
+        None, example="/etc/genre-edge/ca.crt", flag="--ca-file",
+        help="TLS: CA certificate bundle. Default: unset = the system's CAs.")
+    cert_file: str | None = setting(
+        None, example="/etc/genre-edge/client.crt",
+        help="TLS: client certificate for mutual TLS. Default: unset = none.")
+    key_file: str | None = setting(
+        None, example="/etc/genre-edge/client.key",
+        help="TLS: the client certificate's key. Default: unset = none.")
+    tls_insecure: bool = setting(
+        False, help="Skip the TLS host-name check (the certificate must still chain to "
+                    "ca_file); for brokers reached by an IP address their certificate does "
+                    "not name.")
+    device_id: str | None = setting(
+        None, example="livingroom", flag="--device-id",
+        help="Device id used in topics and in Home Assistant (a-z, 0-9, _ and -). Default: "
+             "unset = the host name.")
+    topic_prefix: str | None = setting(
+        None, example="genre-edge/livingroom", flag="--topic-prefix",
+        help="Topic prefix. Default: unset = genre-edge/<device_id>.")
+    discovery_prefix: str = setting("homeassistant",
+                                    help="Home Assistant MQTT discovery prefix.")
+    qos: int = setting(1, choices=(0, 1, 2), help="QoS of every message: 0, 1 or 2.")
     # MQTT carries the keep-alive in 16 bits; a queued state is ~0.5 KB (100,000: ~50 MB).
     # Home Assistant marks the sensors unavailable when no state came for expire_after_s
     # (0 disables); the device publishes every hop (~1 s), so 2 minutes is generous.
-    keepalive_s: int = knob(30, 5, 65535, " seconds")
-    expire_after_s: int = knob(120, 0, 604800, " seconds (0: never)")
-    queue_size: int = knob(1000, 1, 100_000)
-    stats_interval_s: float = knob(60.0, 1.0, 86400.0, " seconds")
+    keepalive_s: int = knob(30, 5, 65535, " seconds", help="MQTT keep-alive, seconds.")
+    expire_after_s: int = knob(120, 0, 604800, " seconds (0: never)",
+                               help="Home Assistant shows the sensors as unavailable after "
+                                    "this many seconds without a state (0 = never).")
+    queue_size: int = knob(1000, 1, 100_000,
+                           help="Messages kept while the broker is unreachable (oldest "
+                                "dropped, count reported).")
+    stats_interval_s: float = knob(60.0, 1.0, 86400.0, " seconds",
+                                   help="Seconds between messages on <prefix>/stats (latency, "
+                                        "CPU, memory).")
     # -- not configuration keys ---------------------------------------------------------
     client_id: str = tuning("")
     reconnect_min_s: float = tuning(1.0)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
+from ..bounds import setting
 from ..text import json_line
 from .base import Sink, SinkContext
 
@@ -14,24 +15,37 @@ if TYPE_CHECKING:
     from ..state import HopState
 
 
+def http_address(text: str) -> str:
+    """``output.http`` checked by the display server's own grammar (raises ConfigError;
+    imported only when the page is asked for: the server's modules cost memory)."""
+    from ..display.address import parse_http_address
+
+    parse_http_address(text)
+    return text
+
+
 @dataclass
 class OutputConfig:
-    """Local outputs.
+    """Local outputs (the ``[output]`` section): the console's lines and the display page's
+    address. Every key's meaning is the ``help`` on its field."""
 
-    Attributes
-    ----------
-    json : bool
-        Console output as JSON lines instead of human lines (applied live on SIGHUP).
-    changes_only : bool
-        Human console output: print only when the published genre changes (live).
-    http : str or None
-        ``host:port`` for a small local HTTP status endpoint (the display page,
-        :mod:`firmware_py.sinks.display`); None is off.
-    """
+    SECTION: ClassVar[str] = "output"
+    FLAG_GROUP: ClassVar[str] = "output"
 
-    json: bool = False
-    changes_only: bool = False
-    http: str | None = None
+    json: bool = setting(False, live=True, flag="--json",
+                         help="Console output as JSON lines instead of human-readable lines.")
+    changes_only: bool = setting(False, live=True, flag="--changes-only",
+                                 help="Human-readable console output: print only when the "
+                                      "published genre changes.")
+    http: str | None = setting(
+        None, example="127.0.0.1:8080", flag="--http", metavar="HOST:PORT", check=http_address,
+        help="host:port of the live display page (HTTP and server-sent events). Default: "
+             "unset = off.")
+
+
+#: Where the loop feeds this sink among the others (lower first), and its settings.
+ORDER = 10
+SETTINGS = OutputConfig
 
 
 class ConsoleSink(Sink):

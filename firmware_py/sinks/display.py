@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ..state import HopState
 
 log = logging.getLogger(__name__)
+#: After the console; its setting is the console's [output] section (output.http).
+ORDER = 20
 
 
 class DisplaySink(Sink):

@@ -10,11 +10,15 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..mqtt.settings import MqttSettings
 from .base import Sink, SinkContext
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
     from ..state import HopState
+
+ORDER = 30
+SETTINGS = MqttSettings
 
 
 def make_publisher(config: Any, bundle: Bundle) -> Any:

@@ -1,7 +1,7 @@
 """"Sounds like": the indexed track nearest to what is playing, added to every state.
 
-Settings: ``[similarity]`` (:class:`~firmware_py.similarity.SimilarityConfig`). The index
-and the embedding model are loaded only when an index is set.
+Settings: ``[similarity]`` (:class:`SimilarityConfig`, declared here). The index, the
+embedding model and numpy are loaded only when an index is set.
 """
 
 from __future__ import annotations
@@ -9,20 +9,46 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
+from ..bounds import knob, setting
 from ..errors import GenreEdgeError
-from ..smoothing import SILENCE
 from .base import Sink, SinkContext
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..bundle import Bundle
     from ..pipeline import HopResult
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class SimilarityConfig:
+    """"Sounds like" (the ``[similarity]`` section): publish the indexed track nearest to
+    what is playing. Every key's meaning is the ``help`` on its field."""
+
+    SECTION: ClassVar[str] = "similarity"
+    SECTION_HELP: ClassVar[str] = (
+        '"Sounds like": publish the indexed track nearest to what is playing, as '
+        '"sounds_like" in the state.')
+
+    index: str | None = setting(
+        None, example="/var/lib/genre-edge/music-index.npz",
+        help="The index made by `genre-edge index ~/Music --out INDEX` with the same model "
+             "bundle. Default: unset = off.")
+    every_s: float = knob(10.0, 1.0, 3600.0, " seconds", help="Seconds between look-ups.")
+    window_s: float = knob(30.0, 3.0, 600.0, " seconds",
+                           help="Seconds of recent audio whose embeddings are averaged for a "
+                                "look-up.")
+
+
+#: Last: it only adds a key to the states the others publish.
+ORDER = 40
+SETTINGS = SimilarityConfig
 
 
 class SoundsLike(Sink):
@@ -48,6 +74,8 @@ class SoundsLike(Sink):
         self.current: dict[str, Any] | None = None
 
     def update(self, window: np.ndarray, silent: bool) -> dict[str, Any] | None:
+        import numpy as np
+
         from ..similarity import pool_windows
 
         if not silent:
@@ -61,6 +89,8 @@ class SoundsLike(Sink):
         return self.current
 
     def contribute(self, result: HopResult) -> Mapping[str, Any]:
+        from ..smoothing import SILENCE
+
         return {"sounds_like": self.update(result.window, result.state.genre == SILENCE)}
 
 

@@ -29,17 +29,21 @@ the PortAudio helpers); :func:`open_source` picks one for a configuration.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .base import FileSource, Source
-from .microphone import (
-    FALLBACK_RATES_HZ,
-    MicrophoneSource,
-    device_spec,
-    import_sounddevice,
-    list_input_devices,
-)
-from .settings import SourceConfig
+from .settings import SourceConfig, device_spec
+
+if TYPE_CHECKING:
+    from .base import Source
+
+#: Loaded on first use (PEP 562): the configuration imports this package for
+#: ``SourceConfig`` alone, and the sources' modules bring numpy and the resampler.
+_LAZY = {
+    "FileSource": ".base", "Source": ".base", "FALLBACK_RATES_HZ": ".microphone",
+    "MicrophoneSource": ".microphone", "import_sounddevice": ".microphone",
+    "list_input_devices": ".microphone",
+}
 
 __all__ = [
     "FALLBACK_RATES_HZ", "FileSource", "MicrophoneSource", "Source", "SourceConfig",
@@ -47,9 +51,18 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_source(config: SourceConfig, sample_rate: int, sd_module: Any = None) -> Source:
     """The source a ``[source]`` configuration describes: the file ``input`` if set,
     else the microphone ``device``."""
+    from .base import FileSource
+    from .microphone import MicrophoneSource
+
     if config.input:
         return FileSource(config.input, sample_rate, realtime=config.realtime,
                           block_s=config.block_s, loop=config.loop)

@@ -15,6 +15,7 @@ import numpy as np
 from ..audio import StreamingResampler
 from ..errors import DeviceError
 from .base import WAKE, Source
+from .settings import device_spec
 
 log = logging.getLogger("firmware_py.sources")  # one logger for every source
 
@@ -62,17 +63,6 @@ def list_input_devices(sd_module: Any = None) -> list[dict[str, Any]]:
 
 def _listing(inputs: list[dict[str, Any]]) -> str:
     return ", ".join(f"{d['index']} {d['name']!r}" for d in inputs)
-
-
-def device_spec(device: str | int | None) -> str | int | None:
-    """``--device`` as given: None (default input), an index, or a part of a name."""
-    if isinstance(device, str):
-        device = device.strip()
-        if device == "":
-            return None
-        if device.isdecimal():  # an index; isdigit() is also true for '²', which int() refuses
-            return int(device)
-    return device
 
 
 class MicrophoneSource(Source):
