@@ -17,8 +17,9 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+from .text import utc_timestamp
 
 if TYPE_CHECKING:
     from .pipeline import HopResult
@@ -33,7 +34,7 @@ class HopState:
     probabilities: dict[str, float]
     level_dbfs: float
     model: str
-    timestamp: str  # ISO 8601 UTC with milliseconds, "+00:00"
+    timestamp: str  # text.utc_timestamp(): ISO 8601 UTC with milliseconds, "+00:00"
     audio_t_s: float
     changed: bool
     raw: dict[str, float | None]
@@ -50,7 +51,7 @@ class HopState:
             probabilities={k: round(float(v), 4) for k, v in st.probabilities.items()},
             level_dbfs=round(float(st.level_dbfs), 1),
             model=model_name,
-            timestamp=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            timestamp=utc_timestamp(),
             audio_t_s=round(result.t_s, 2),
             changed=bool(st.changed),
             raw={k: round(float(v), 4) if math.isfinite(float(v)) else None

@@ -68,3 +68,12 @@ def jsonable(obj: Any) -> Any:
 def json_line(value: Any) -> str:
     """One line of strict JSON (NaN/Inf as null; ``allow_nan=False`` proves none is left)."""
     return json.dumps(finite(value), allow_nan=False)
+
+
+def utc_timestamp() -> str:
+    """Now as ISO 8601 UTC with milliseconds and ``+00:00`` (``2026-12-01T10:00:00.000+00:00``):
+    the one timestamp format of every document the device publishes (states and stats;
+    Python 3.10's ``datetime.fromisoformat`` reads it, unlike a ``Z`` suffix)."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

@@ -9,10 +9,9 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
-from ..text import jsonable
+from ..text import jsonable, utc_timestamp
 
 
 @dataclass
@@ -38,10 +37,6 @@ def _without_credentials(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_without_credentials(v) for v in obj]
     return obj
-
-
-def utc_timestamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def state_document(state: Mapping[str, Any], model_name: str) -> dict[str, Any]:
