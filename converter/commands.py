@@ -18,7 +18,8 @@ def _convert_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--float", dest="with_float", action="store_true",
                    help="also add a float32 TFLite model for comparison")
     p.add_argument("--split", default="test", help="held-out split to verify on (default test)")
-    p.add_argument("--hop-s", type=float, help="inference hop in seconds (default: the run's)")
+    p.add_argument("--inference-hop-s", "--hop-s", dest="inference_hop_s", type=float,
+                   help="seconds between inferences (default: the run's)")
     p.add_argument("--name", default="", help="bundle name (default: the directory name)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-rooms", action="store_true",
@@ -34,7 +35,7 @@ def _convert_run(args: argparse.Namespace) -> int:
     command = "genre-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = convert_run(
         args.run, args.out, representative=args.representative, with_float=args.with_float,
-        split=args.split, hop_s=args.hop_s, name=args.name, seed=args.seed, command=command,
+        split=args.split, inference_hop_s=args.inference_hop_s, name=args.name, seed=args.seed, command=command,
         rooms=not args.no_rooms,
     )
     print(format_report(report))

@@ -29,7 +29,6 @@ import numpy as np
 
 from firmware_py.bundle import MAX_HOP_S, hop_frames_for, hop_s_ok, load_bundle, write_bundle
 from firmware_py.errors import GenreEdgeError
-from firmware_py.features import FrontendParams
 from firmware_py.inference import Model
 from training.quantize import to_float, to_int8
 from training.runfolder import read_run
@@ -213,7 +212,7 @@ def convert_run(
     representative: int = 400,
     with_float: bool = False,
     split: str = "test",
-    hop_s: float | None = None,
+    inference_hop_s: float | None = None,
     name: str = "",
     seed: int = 0,
     command: str = "",
@@ -224,7 +223,7 @@ def convert_run(
     With ``rooms`` the int8 model is also verified on the split played through the held-out
     rooms (``training.evaluate.in_room_tracks``), reported under ``verification.in_room``.
     """
-    from training.dataset import default_cache_dir, eval_windows, load_run_splits
+    from training.dataset import eval_windows, load_run_splits
 
     if representative < MIN_REPRESENTATIVE:
         raise GenreEdgeError(
@@ -232,15 +231,15 @@ def convert_run(
         )
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = read_run(run_dir)
-    labels = list(run["labels"])
-    frontend = FrontendParams.from_dict(run["frontend"])
-    hop_s = float(hop_s if hop_s is not None else (run.get("hop_s") or 1.0))
+    labels, frontend = run.labels, run.frontend
+    hop_s = float(inference_hop_s if inference_hop_s is not None else run.inference_hop_s)
     if not hop_s_ok(hop_s):
-        raise GenreEdgeError(f"--hop-s {hop_s:g} is not a hop: give seconds in (0, {MAX_HOP_S:g}]")
+        raise GenreEdgeError(f"--inference-hop-s {hop_s:g} is not a hop: give seconds in "
+                             f"(0, {MAX_HOP_S:g}]")
     if out_dir.exists() and not out_dir.is_dir():
         raise GenreEdgeError(f"--out {out_dir} is a file: give a folder for the bundle")
     hop_frames = hop_frames_for(hop_s, frontend)
-    splits = load_run_splits(run_dir)
+    splits = load_run_splits(run)
     if not splits.get("train"):
         raise GenreEdgeError(f"run {run_dir} has no training tracks to calibrate on: check its data")
     eval_tracks = splits.get(split) or []
@@ -252,12 +251,12 @@ def convert_run(
         from training.evaluate import in_room_tracks
 
         room_items, room_info = in_room_tracks(
-            eval_tracks, split, frontend, Path(run.get("cache_dir") or default_cache_dir()))
+            eval_tracks, split, frontend, run.cache_dir)
     import keras
 
     import training.models  # noqa: F401  (registers the custom layers)
 
-    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    model = keras.models.load_model(run.model_path, compile=False)
     outputs = int(model.output_shape[-1])
     if outputs != len(labels):
         raise GenreEdgeError(
@@ -266,14 +265,14 @@ def convert_run(
             "train again into it, or convert another run"
         )
     calibration_tracks = list(splits["train"])
-    train_cfg = run.get("train") or {}
+    train_cfg = run.train
     if int(train_cfg.get("rooms") or 0) > 0:
         # The device hears rooms: calibrate the int8 ranges on clean and in-room windows.
         from training.room_features import room_tracks
         from training.rooms import room_set
 
         train_rooms = room_set("train", frontend.sample_rate,
-                               Path(run.get("cache_dir") or default_cache_dir()),
+                               run.cache_dir,
                                rir_dir=Path(train_cfg["rir_dir"]) if train_cfg.get("rir_dir") else None,
                                noise_dir=Path(train_cfg["noise_dir"]) if train_cfg.get("noise_dir") else None)
         calibration_tracks += room_tracks(splits["train"], train_rooms, int(train_cfg["rooms"]),
@@ -356,7 +355,7 @@ def convert_run(
             "command": portable(command),
         }
         write_bundle(
-            out_dir, model=int8_path, labels=labels, frontend=frontend, hop_s=hop_s,
+            out_dir, model=int8_path, labels=labels, frontend=frontend, inference_hop_s=hop_s,
             smoothing=run.get("smoothing") or default_smoothing(), provenance=provenance,
             metrics=metrics, name=name or out_dir.name, edgetpu_model=compiled,
             float_model=float_path, embedding_model=embedding_path,

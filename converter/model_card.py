@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_py.bundle import load_bundle
+from training.runfolder import RunRecord, read_run
 
 DATA_TERMS = """\
 - **GTZAN** (G. Tzanetakis and P. Cook, "Musical genre classification of audio signals", IEEE
@@ -72,7 +73,7 @@ def _confusion(labels: list[str], matrix: list[list[int]]) -> list[str]:
     return lines
 
 
-def _teacher(run: dict[str, Any], train: dict[str, Any]) -> list[str]:
+def _teacher(run: RunRecord, train: dict[str, Any]) -> list[str]:
     t = run.get("teacher")
     if not t:
         return []
@@ -144,7 +145,7 @@ def _rooms_note(ver: dict[str, Any]) -> list[str]:
             f"{span('level_dbfs', ' dBFS')} RMS; `training/rooms.py`).", ""]
 
 
-def _calibration(run: dict[str, Any], ver: dict[str, Any]) -> list[str]:
+def _calibration(run: RunRecord, ver: dict[str, Any]) -> list[str]:
     cal = run.get("calibration")
     if not cal:
         return []
@@ -168,7 +169,7 @@ def _cross_source(cross: dict[str, Any]) -> list[str]:
 
 
 def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
-    run = json.loads((run_dir / "run.json").read_text())
+    run = read_run(run_dir, need_model=False)
     test = json.loads((run_dir / "report.json").read_text())
     val_path = run_dir / "report-val.json"
     val = json.loads(val_path.read_text()) if val_path.is_file() else None
@@ -180,7 +181,7 @@ def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
     quant = m["quantization"]
     labels = bundle.labels
     fe = bundle.frontend
-    train = run.get("train", {})
+    train = run.train
 
     counts = []
     for split in ("train", "val", "test"):
@@ -234,7 +235,7 @@ def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
         f"({1000 * fe.hop_length / fe.sample_rate:.0f} ms), n_fft {fe.n_fft}, {fe.n_mels} mel bands "
         f"{fe.fmin:g}-{fe.fmax:g} Hz, "
         f"{'per-channel energy normalisation' if fe.compression == 'pcen' else 'power in dB'}; model window {fe.window_frames} frames "
-        f"({fe.window_s:.2f} s), inference every {bundle.hop_s:g} s.",
+        f"({fe.window_s:.2f} s), inference every {bundle.inference_hop_s:g} s.",
         "",
         f"Architecture `{run.get('arch')}` (training/models.py): {run.get('parameters', 0):,} "
         f"parameters; int8 TFLite {quant['model_bytes'] / 1024:.1f} KB (weights per channel, "

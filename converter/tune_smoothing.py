@@ -58,7 +58,7 @@ GRID: dict[str, list[Any]] = {
 def window_probs(bundle: Any, model: Any, audio: np.ndarray) -> np.ndarray:
     """The model's probabilities for every window of ``audio`` at the bundle's hop."""
     fe = bundle.frontend
-    return model.predict_many(windows(logmel(audio, fe), fe.window_frames, bundle.hop_frames))
+    return model.predict_many(windows(logmel(audio, fe), fe.window_frames, bundle.inference_hop_frames))
 
 
 def in_room(audio: np.ndarray, track_id: str, split: str, sample_rate: int) -> np.ndarray:
@@ -110,11 +110,11 @@ def evaluate(data: dict[str, Any], params: SmoothingParams) -> dict[str, float]:
     labels = data["labels"]
     bundle = data["bundle"]
     t0 = bundle.frontend.window_s
-    hop_s = bundle.frame_hop_s
+    hop_s = bundle.framed_inference_hop_s
     changes = 0
     minutes = 0.0
     for g, probs in data["steady"].items():
-        states = run_smoother(labels, probs, params=params, hop_s=hop_s, t0_s=t0)
+        states = run_smoother(labels, probs, params=params, inference_hop_s=hop_s, t0_s=t0)
         first = next((i for i, s in enumerate(states) if s.genre == g), None)
         if first is None:
             changes += 10
@@ -123,7 +123,7 @@ def evaluate(data: dict[str, Any], params: SmoothingParams) -> dict[str, float]:
         minutes += len(probs) * hop_s / 60
     delays, reachable = [], []
     for _g1, g2, boundary_s, probs in data["pairs"]:
-        states = run_smoother(labels, probs, params=params, hop_s=hop_s, t0_s=t0)
+        states = run_smoother(labels, probs, params=params, inference_hop_s=hop_s, t0_s=t0)
         follow = next((s.t_s for s in states if s.t_s > boundary_s and s.genre == g2), None)
         delays.append(np.inf if follow is None else follow - boundary_s)
         ends_s = t0 + np.arange(len(probs)) * hop_s  # when each window is complete

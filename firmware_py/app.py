@@ -138,7 +138,7 @@ def run_listen(
     bundle = load_bundle(config.bundle or default_bundle_path())
     model = open_model(bundle, config.inference.threads, config.inference.edgetpu)
     pipeline = Pipeline(bundle, model, config.smoothing_params(bundle.smoothing),
-                        hop_s=config.inference.hop_s)
+                        inference_hop_s=config.inference.hop_s)
     # Validates the MQTT settings before any I/O.
     sinks = build_sinks(SinkContext(config, bundle, pipeline, console or sys.stdout))
     if on_payload:
@@ -168,7 +168,7 @@ def run_listen(
         for sink in sinks:
             sink.start(stop)
         log.info("listening to %s: bundle %s (%s), hop %.2f s, window %.2f s",
-                 source.describe(), bundle.name, ", ".join(bundle.labels), pipeline.hop_s,
+                 source.describe(), bundle.name, ", ".join(bundle.labels), pipeline.inference_hop_s,
                  bundle.frontend.window_s)
         if on_start is not None:
             handles = {sink.name: sink.handle for sink in sinks}

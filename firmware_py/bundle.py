@@ -56,7 +56,7 @@ class Bundle:
     path: Path
     labels: list[str]
     frontend: FrontendParams
-    hop_s: float
+    inference_hop_s: float  # the manifest's inference.hop_s: seconds between inferences
     smoothing: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -68,13 +68,13 @@ class Bundle:
         return self.frontend.window_frames
 
     @property
-    def hop_frames(self) -> int:
-        return hop_frames_for(self.hop_s, self.frontend)
+    def inference_hop_frames(self) -> int:
+        return hop_frames_for(self.inference_hop_s, self.frontend)
 
     @property
-    def frame_hop_s(self) -> float:
+    def framed_inference_hop_s(self) -> float:
         """The inference hop as ``listen`` runs it: whole front-end frames, in seconds."""
-        return self.hop_frames * self.frontend.hop_s
+        return self.inference_hop_frames * self.frontend.frame_hop_s
 
     def file(self, key: str = "model") -> Path | None:
         entry = self.files.get(key)
@@ -125,9 +125,9 @@ def hop_s_ok(hop_s: Any) -> bool:
             and math.isfinite(hop_s) and 0 < hop_s <= MAX_HOP_S)
 
 
-def hop_frames_for(hop_s: float, frontend: FrontendParams) -> int:
+def hop_frames_for(inference_hop_s: float, frontend: FrontendParams) -> int:
     """An inference hop in seconds as a whole number of front-end frames (at least 1)."""
-    return max(1, round(hop_s / frontend.hop_s))
+    return max(1, round(inference_hop_s / frontend.frame_hop_s))
 
 
 def sha256_file(path: Path) -> str:
@@ -313,7 +313,7 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
         path=root,
         labels=list(labels),
         frontend=frontend,
-        hop_s=float(hop_s),
+        inference_hop_s=float(hop_s),
         smoothing=_smoothing_defaults(root, data.get("smoothing") or {}),
         provenance=dict(data.get("provenance") or {}),
         metrics=dict(data.get("metrics") or {}),
@@ -335,7 +335,7 @@ def write_bundle(
     model: str | Path,
     labels: list[str],
     frontend: FrontendParams,
-    hop_s: float,
+    inference_hop_s: float,
     smoothing: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
@@ -370,7 +370,8 @@ def write_bundle(
         "labels": list(labels),
         "frontend": frontend.to_dict(),
         "frontend_digest": frontend.digest(),
-        "inference": {"window_frames": frontend.window_frames, "hop_s": float(hop_s)},
+        # the file format's name: "hop_s" inside "inference" is the inference hop
+        "inference": {"window_frames": frontend.window_frames, "hop_s": float(inference_hop_s)},
         "smoothing": dict(smoothing or {}),
         "files": files,
         "provenance": dict(provenance or {}),

@@ -60,8 +60,8 @@ def classify_file(path: str | Path, bundle: Bundle, model: Any) -> FileResult:
             f"{path} holds {duration_s:.2f} s of audio, less than one {fe.window_s:.1f} s model "
             "window: give a longer file"
         )
-    wins = windows(logmel(samples, fe), fe.window_frames, bundle.hop_frames)
-    hop_samples = bundle.hop_frames * fe.hop_length
+    wins = windows(logmel(samples, fe), fe.window_frames, bundle.inference_hop_frames)
+    hop_samples = bundle.inference_hop_frames * fe.hop_length
     levels = window_levels_dbfs(samples, len(wins), hop_samples, win_samples)
     gate = SmoothingParams.from_dict(bundle.smoothing).silence_dbfs
     # The per-window levels cover each window's newest hop; the first window's older part
@@ -100,13 +100,13 @@ def timeline(result: FileResult, bundle: Bundle, smoothing: dict[str, Any] | Non
     from .smoothing import Smoother, SmoothingParams
 
     params = SmoothingParams.from_dict({**bundle.smoothing, **(smoothing or {})})
-    hop_s = bundle.frame_hop_s
-    smoother = Smoother(bundle.labels, params, hop_s)
+    inference_hop_s = bundle.framed_inference_hop_s
+    smoother = Smoother(bundle.labels, params, inference_hop_s)
     window_s = bundle.frontend.window_s
     states = []
     for i, (p, level) in enumerate(
         zip(result.window_probabilities, result.window_levels_dbfs, strict=True)
     ):
-        t_s = window_s + i * hop_s  # audio time at the end of the window
+        t_s = window_s + i * inference_hop_s  # audio time at the end of the window
         states.append(smoother.update(p, float(level), t_s))
     return states

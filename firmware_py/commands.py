@@ -56,7 +56,7 @@ def _features_run(args: argparse.Namespace) -> int:
     feats = logmel(load_audio(args.file, params.sample_rate), params)
     write_output(str(out), lambda p: np.save(p, feats))
     print(f"{out}: {feats.shape[0]} frames x {feats.shape[1]} mels "
-          f"({feats.shape[0] * params.hop_s:.2f} s at {params.hop_s * 1000:.0f} ms hop)")
+          f"({feats.shape[0] * params.frame_hop_s:.2f} s at {params.frame_hop_s * 1000:.0f} ms hop)")
     return 0
 
 

@@ -119,7 +119,7 @@ class FrontendParams:
 
     # -- derived quantities (named with units) -------------------------------------
     @property
-    def hop_s(self) -> float:
+    def frame_hop_s(self) -> float:
         return self.hop_length / self.sample_rate
 
     @property

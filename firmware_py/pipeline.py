@@ -1,7 +1,7 @@
 """The streaming core of the device: audio blocks in, one result per inference hop out.
 
 Each block of model-rate audio goes through the streaming front-end once; the frames
-land in a ring buffer; every ``hop_frames`` new frames (once a full window exists) the
+land in a ring buffer; every ``inference_hop_frames`` new frames (once a full window exists) the
 newest window goes through the model and the smoother. Hops are cut at exact frame
 boundaries even when one block spans several hops (fast file playback), so a file
 played fast gives the same results as the same file played in real time.
@@ -38,21 +38,21 @@ class HopResult:
 class Pipeline:
     def __init__(
         self, bundle: Bundle, model: Any, smoothing: SmoothingParams | None = None,
-        hop_s: float | None = None,
+        inference_hop_s: float | None = None,
     ) -> None:
         self.bundle = bundle
         self.model = model
         fe = bundle.frontend
         self.frontend = StreamingLogMel(fe)
         self.ring = RingBuffer(fe.window_frames, fe.n_mels)
-        self.hop_frames = hop_frames_for(hop_s or bundle.hop_s, fe)
-        self.hop_s = self.hop_frames * fe.hop_s
+        self.inference_hop_frames = hop_frames_for(inference_hop_s or bundle.inference_hop_s, fe)
+        self.inference_hop_s = self.inference_hop_frames * fe.frame_hop_s
         self.params = smoothing or SmoothingParams.from_dict(bundle.smoothing)
-        self.smoother = Smoother(bundle.labels, self.params, self.hop_s)
+        self.smoother = Smoother(bundle.labels, self.params, self.inference_hop_s)
         # Recent audio with its absolute start sample, for the level of each hop.
         self._tail = np.zeros(0, dtype=np.float32)
         self._tail_start = 0
-        self._hop_samples = self.hop_frames * fe.hop_length
+        self._hop_samples = self.inference_hop_frames * fe.hop_length
         self._frontend_s = 0.0
         self.nonfinite_blocks = 0
         self.inferences = 0
@@ -82,7 +82,7 @@ class Pipeline:
         frames = self.frontend.push(block)
         self._frontend_s += time.perf_counter() - start
         frames_before = self.frontend.frames_emitted - frames.shape[0]
-        cap, hop = self.ring.capacity, self.hop_frames
+        cap, hop = self.ring.capacity, self.inference_hop_frames
         results = []
         pos = 0
         while pos < frames.shape[0]:

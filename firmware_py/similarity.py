@@ -80,7 +80,7 @@ def embed_features(features: np.ndarray, bundle: Bundle, model: Any) -> tuple[np
     fe = bundle.frontend
     if len(features) == 0:
         features = np.full((1, fe.n_mels), fe.log_floor_db, np.float32)
-    wins = windows(features, fe.window_frames, bundle.hop_frames, pad=True)
+    wins = windows(features, fe.window_frames, bundle.inference_hop_frames, pad=True)
     return pool_windows(model.predict_many(wins)), len(wins)
 
 

@@ -118,7 +118,7 @@ class Smoother:
         Class labels in model output order. ``"silence"`` and ``"unknown"`` are reserved.
     params : SmoothingParams
         The knobs (defaults when omitted).
-    hop_s : float
+    inference_hop_s : float
         Inference hop in seconds: the expected spacing of ``t_s`` between updates.
 
     Notes
@@ -129,7 +129,8 @@ class Smoother:
     """
 
     def __init__(
-        self, labels: Sequence[str], params: SmoothingParams | None = None, hop_s: float = 1.0
+        self, labels: Sequence[str], params: SmoothingParams | None = None,
+        inference_hop_s: float = 1.0
     ) -> None:
         self.labels = [str(label) for label in labels]
         if not self.labels:
@@ -140,10 +141,12 @@ class Smoother:
                 f"label(s) {', '.join(sorted(reserved))} are reserved for the smoother's "
                 "own states: rename the class in training"
             )
+        hop_s = inference_hop_s
         if not (isinstance(hop_s, (int, float)) and math.isfinite(hop_s) and hop_s > 0):
-            raise GenreEdgeError(f"hop_s must be a positive number of seconds, got {hop_s!r}")
+            raise GenreEdgeError(
+                f"inference_hop_s must be a positive number of seconds, got {hop_s!r}")
         self.params = params or SmoothingParams()
-        self.hop_s = float(hop_s)
+        self.inference_hop_s = float(hop_s)
         self.ignored_vectors = 0  # malformed or non-finite probability vectors skipped
         self.reset()
 
@@ -171,7 +174,7 @@ class Smoother:
 
         Rough: the model window (taken as 3 hops) plus the averaging window.
         """
-        return (3 + self.params.average_windows) * self.hop_s
+        return (3 + self.params.average_windows) * self.inference_hop_s
 
     def averaged(self) -> np.ndarray:
         """The current averaged probability vector (zeros when the history is empty)."""
@@ -222,7 +225,7 @@ class Smoother:
             self._since_s = t_s
         if self._last_t_s is not None:
             gap_s = t_s - self._last_t_s
-            if gap_s < 0 or gap_s > prm.max_gap_hops * self.hop_s:
+            if gap_s < 0 or gap_s > prm.max_gap_hops * self.inference_hop_s:
                 self._history.clear()
                 self._weak_since_s = None
                 if gap_s < 0:  # a new stream: timers restart from here
@@ -337,7 +340,7 @@ def run_smoother(
     levels_dbfs: Iterable[float] | None = None,
     *,
     params: SmoothingParams | None = None,
-    hop_s: float = 1.0,
+    inference_hop_s: float = 1.0,
     t0_s: float = 0.0,
 ) -> list[SmoothedState]:
     """Play a sequence of per-hop probability vectors through a fresh :class:`Smoother`.
@@ -349,15 +352,15 @@ def run_smoother(
     levels_dbfs : iterable of float, optional
         One level per hop; loud (-20 dBFS) when omitted.
     t0_s : float
-        ``t_s`` of the first hop; hop ``i`` is at ``t0_s + i * hop_s``.
+        ``t_s`` of the first hop; hop ``i`` is at ``t0_s + i * inference_hop_s``.
     """
-    smoother = Smoother(labels, params, hop_s)
+    smoother = Smoother(labels, params, inference_hop_s)
     probs = list(probabilities)
     levels = [-20.0] * len(probs) if levels_dbfs is None else list(levels_dbfs)
     if len(levels) != len(probs):
         raise ValueError(f"{len(probs)} probability vectors but {len(levels)} levels")
     return [
-        smoother.update(p, lv, t0_s + i * hop_s) for i, (p, lv) in enumerate(zip(probs, levels, strict=True))
+        smoother.update(p, lv, t0_s + i * inference_hop_s) for i, (p, lv) in enumerate(zip(probs, levels, strict=True))
     ]
 
 

@@ -202,7 +202,7 @@ def float_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     flt = d / "float.tflite"
     flt.write_bytes(tiny_float_model(p.window_frames, p.n_mels, len(LABELS)))
     return write_bundle(d / "bundle", model=int8, float_model=flt, labels=LABELS, frontend=p,
-                        hop_s=1.0, name="tiny-float")
+                        inference_hop_s=1.0, name="tiny-float")
 
 
 def test_bench_float_bundle_with_broker(float_bundle, mqtt_broker, mqtt_subscriber,

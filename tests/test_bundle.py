@@ -21,7 +21,7 @@ P = DEFAULT_PARAMS
 def bundle_dir(tmp_path: Path) -> Path:
     model = write_tiny_model(tmp_path / "m.tflite", P.window_frames, P.n_mels, len(LABELS))
     return write_bundle(
-        tmp_path / "bundle", model=model, labels=LABELS, frontend=P, hop_s=1.0,
+        tmp_path / "bundle", model=model, labels=LABELS, frontend=P, inference_hop_s=1.0,
         smoothing={"average_windows": 3}, provenance={"data": "test"}, metrics={"acc": 1.0},
         name="tiny",
     )
@@ -47,7 +47,7 @@ def expect_error(bundle: Path, pattern: str) -> str:
 
 def test_valid_bundle_loads_and_runs(bundle_dir: Path) -> None:
     b = load_bundle(bundle_dir)
-    assert b.labels == LABELS and b.frontend == P and b.hop_s == 1.0 and b.hop_frames == 100
+    assert b.labels == LABELS and b.frontend == P and b.inference_hop_s == 1.0 and b.inference_hop_frames == 100
     assert b.smoothing == {"average_windows": 3} and b.name == "tiny"
     model = b.open_model()
     assert model.quantized and model.input_dtype == np.int8 and model.output_dtype == np.int8
@@ -138,7 +138,7 @@ def test_path_escape_rejected(bundle_dir: Path) -> None:
 def test_not_a_model(bundle_dir: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 1000)
-    out = write_bundle(tmp_path / "junk_bundle", model=junk, labels=LABELS, frontend=P, hop_s=1.0)
+    out = write_bundle(tmp_path / "junk_bundle", model=junk, labels=LABELS, frontend=P, inference_hop_s=1.0)
     with pytest.raises(GenreEdgeError, match="not a valid TFLite model"):
         load_bundle(out)
 
@@ -146,9 +146,9 @@ def test_not_a_model(bundle_dir: Path, tmp_path: Path) -> None:
 def test_other_frontend_roundtrip(tmp_path: Path) -> None:
     p = FrontendParams(n_mels=40, window_frames=200)
     model = write_tiny_model(tmp_path / "m.tflite", 200, 40, 3)
-    out = write_bundle(tmp_path / "b", model=model, labels=["a", "b", "c"], frontend=p, hop_s=0.5)
+    out = write_bundle(tmp_path / "b", model=model, labels=["a", "b", "c"], frontend=p, inference_hop_s=0.5)
     b = load_bundle(out)
-    assert b.frontend == p and b.hop_frames == 50
+    assert b.frontend == p and b.inference_hop_frames == 50
 
 
 @pytest.mark.parametrize(("inference", "pattern"), [

@@ -116,7 +116,7 @@ def test_device_pipeline_sees_the_windows_classify_sees_for_any_hop(bundle, hop_
     from firmware_py.classify import timeline
     from firmware_py.pipeline import Pipeline
 
-    hopped = dataclasses.replace(bundle, hop_s=hop_s)
+    hopped = dataclasses.replace(bundle, inference_hop_s=hop_s)
     model = bundle.open_model()
     path = clip("rock", 0, "test")
     result = classify_file(path, hopped, model)

@@ -52,7 +52,7 @@ def test_runtime_output_equals_verification(synthetic_run: Path, synthetic_bundl
     model = bundle.open_model()
     keras_model = keras.models.load_model(synthetic_run / "model.keras", compile=False)
     tracks = load_run_splits(synthetic_run)["test"]
-    again = compare(keras_model, model, tracks, 300, bundle.hop_frames, bundle.labels)
+    again = compare(keras_model, model, tracks, 300, bundle.inference_hop_frames, bundle.labels)
     reported = bundle.metrics["verification"]
     for key in ("int8_window_accuracy", "int8_track_accuracy", "top1_agreement"):
         assert again[key] == pytest.approx(reported[key]), key
@@ -96,7 +96,7 @@ def test_convert_refuses_bad_arguments_and_mixed_runs_before_converting(syntheti
 
     for hop in (-0.5, 0.0, float("inf")):
         with pytest.raises(GenreEdgeError, match="is not a hop: give seconds in"):
-            convert_run(synthetic_run, tmp_path / "x", hop_s=hop)
+            convert_run(synthetic_run, tmp_path / "x", inference_hop_s=hop)
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(GenreEdgeError, match="is a file: give a folder"):

@@ -108,7 +108,7 @@ def _tflite(kind: str) -> bytes:
 def _model_bundle(tmp: Path, kind: str, labels: list[str]) -> Path:
     (tmp / f"{kind}.tflite").write_bytes(_tflite(kind))
     return write_bundle(tmp / f"bundle-{kind}", model=tmp / f"{kind}.tflite", labels=labels,
-                        frontend=DEFAULT_PARAMS, hop_s=1.0)
+                        frontend=DEFAULT_PARAMS, inference_hop_s=1.0)
 
 
 def test_a_model_with_2x2_outputs_for_2_labels_is_refused_by_classify_and_listen(tmp_path) -> None:

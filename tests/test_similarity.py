@@ -42,7 +42,7 @@ def sim_bundles(synthetic_bundle: Path, tmp_path_factory: pytest.TempPathFactory
     old = load_bundle(synthetic_bundle)
     without = write_bundle(tmp_path_factory.mktemp("old-bundle") / "old",
                            model=synthetic_bundle / "model.tflite", labels=old.labels,
-                           frontend=old.frontend, hop_s=old.hop_s, name="old")
+                           frontend=old.frontend, inference_hop_s=old.inference_hop_s, name="old")
     return synthetic_bundle, without
 
 
@@ -99,7 +99,7 @@ def test_bundle_rejects_bad_embedding(sim_bundles: tuple[Path, Path], tmp_path: 
     wrong = write_tiny_model(tmp_path / "wrong.tflite", 200, 64, 8)
     out = write_bundle(tmp_path / "wrong", model=sim_bundles[0] / "model.tflite",
                        embedding_model=wrong, labels=load_bundle(sim_bundles[0]).labels,
-                       frontend=load_bundle(sim_bundles[0]).frontend, hop_s=1.0)
+                       frontend=load_bundle(sim_bundles[0]).frontend, inference_hop_s=1.0)
     with pytest.raises(BundleError, match=r"embedding model input shape \[1, 200, 64, 1\]"):
         load_bundle(out)
 

@@ -68,7 +68,7 @@ def test_a_sink_added_to_the_registry_is_started_fed_and_stopped(monkeypatch) ->
     calls: list[Any] = []
 
     def build(ctx: SinkContext) -> Recorder:
-        assert ctx.bundle.labels and ctx.pipeline.hop_s > 0
+        assert ctx.bundle.labels and ctx.pipeline.inference_hop_s > 0
         return Recorder(calls)
 
     monkeypatch.setattr(sinks, "REGISTRY", (*sinks.REGISTRY, ("recorder", build)))

@@ -88,7 +88,7 @@ def test_steady_music_changes_at_most_once_per_ten_minutes(p_true: float) -> Non
     for seed in range(10):
         rng = np.random.default_rng(seed)
         genre = seed % len(LABELS)
-        states = run_smoother(LABELS, scores(rng, genre, minutes * 60, p_true), hop_s=HOP_S)
+        states = run_smoother(LABELS, scores(rng, genre, minutes * 60, p_true), inference_hop_s=HOP_S)
         published = changes(states)
         assert published, "never left the initial unknown state"
         assert published[0][1] == LABELS[genre]
@@ -121,7 +121,7 @@ def test_real_change_is_published_within_6_s(p_true: float) -> None:
             b = (a + 1) % len(LABELS)
         seq = switch(scores(rng, a, 60, p_true), scores(rng, b, 60, p_true))
         switch_t_s = 59.0  # the window ending at t = 59 s is the last one without B
-        states = run_smoother(LABELS, seq, hop_s=HOP_S)
+        states = run_smoother(LABELS, seq, inference_hop_s=HOP_S)
         after = [(t, g) for t, g in changes(states) if t > switch_t_s]
         assert after, f"seed {seed}: never switched to {LABELS[b]}"
         assert after[0][1] == LABELS[b]
@@ -367,7 +367,7 @@ def test_a_dc_offset_does_not_keep_the_device_out_of_silence() -> None:
     rng = np.random.default_rng(1)
     probs = scores(rng, 0, 30)
     quiet = [level_dbfs(1e-4 * rng.standard_normal(16000) + 0.01) for _ in range(10)]
-    states = run_smoother(LABELS, probs, [LOUD_DBFS] * 20 + quiet, hop_s=HOP_S)
+    states = run_smoother(LABELS, probs, [LOUD_DBFS] * 20 + quiet, inference_hop_s=HOP_S)
     assert states[-1].genre == SILENCE
 
 
@@ -441,7 +441,7 @@ def test_tuning_reports_the_models_own_follow_ceiling() -> None:
     labels = LABELS  # the synthetic scores' four genres
     c, r = labels.index("classical"), labels.index("rock")
     rng = np.random.default_rng(3)
-    boundary_s = bundle.frontend.window_s + 17 * bundle.hop_s  # window 17 ends at the boundary
+    boundary_s = bundle.frontend.window_s + 17 * bundle.inference_hop_s  # window 17 ends at the boundary
 
     def pair(new_genre_from: int) -> np.ndarray:
         rows = scores(rng, c, 40, confusion_rate=0.0)

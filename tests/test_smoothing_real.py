@@ -54,7 +54,7 @@ def shipped(played) -> dict[str, float]:
 
 def test_enough_real_music_is_played(played, shipped) -> None:
     assert shipped["minutes"] >= 40 and shipped["pairs"] >= 30
-    minutes = {g: len(p) * played["bundle"].hop_s / 60 for g, p in played["steady"].items()}
+    minutes = {g: len(p) * played["bundle"].inference_hop_s / 60 for g, p in played["steady"].items()}
     # classical 31, rock 15, electronic 11 minutes (and 8 of the other genres) with the shipped model
     assert sum(m >= 10 for m in minutes.values()) >= 3, minutes
     assert len(minutes) >= 8, minutes
@@ -123,7 +123,7 @@ def test_device_pipeline_follows_classical_to_rock(played) -> None:
 
     offline = run_smoother(bundle.labels, window_probs(bundle, model, audio),
                            params=SmoothingParams.from_dict(bundle.smoothing),
-                           hop_s=bundle.frame_hop_s, t0_s=bundle.frontend.window_s)
+                           inference_hop_s=bundle.framed_inference_hop_s, t0_s=bundle.frontend.window_s)
     offline_follow = next(s.t_s for s in offline if s.t_s > boundary_s and s.genre == "rock")
     assert abs(follow - offline_follow) <= 1.0, (follow, offline_follow)
 

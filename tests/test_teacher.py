@@ -121,13 +121,29 @@ def test_cross_fitting_keeps_track_order_and_refuses_tiny_genres():
     assert "\n" not in str(err.value)
 
 
-def test_cli_defaults_match_the_training_config():
+def test_train_flags_take_their_defaults_from_the_training_config():
+    """No copies: the parsed defaults are TrainConfig's, and --help loads neither numpy nor
+    TensorFlow (the presets and teachers are declared in training.presets)."""
+    import argparse
+    import subprocess
+    import sys
+
     from training import commands
 
+    parser = argparse.ArgumentParser()
+    commands._train_configure(parser)
+    args = parser.parse_args(["--data", "x", "--out", "y"])
     cfg = TrainConfig()
-    for key, value in commands.TRAIN_DEFAULTS.items():
-        assert getattr(cfg, key) == value, key
+    for key in ("ema", "balance", "distill", "distill_temperature", "teacher_l2", "rooms",
+                "clean_p", "val_rooms", "hint"):
+        assert getattr(args, key) == getattr(cfg, key), key
+    assert (args.room_p, args.mixup_p) == (cfg.augment.room_p, cfg.augment.mixup_p)
     assert set(commands.TEACHER_NAMES) == set(teacher.TEACHERS)
+    code = ("import sys, argparse; from training import commands; "
+            "commands._train_configure(argparse.ArgumentParser()); "
+            "print([m for m in ('numpy', 'tensorflow', 'keras') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_missing_musicnn_is_a_one_line_error(monkeypatch):

@@ -261,9 +261,9 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_synthetic_train_then_evaluate(synthetic_run: Path) -> None:
     run = json.loads((synthetic_run / "run.json").read_text())
-    for key in ("labels", "frontend", "arch", "seed", "hop_s", "dataset", "cache_dir", "metrics"):
+    for key in ("labels", "frontend", "arch", "seed", "inference_hop_s", "dataset", "cache_dir", "metrics"):
         assert key in run
-    assert run["labels"] == ["ambient", "bossa", "rockish", "techno"] and run["hop_s"] == 1.0
+    assert run["labels"] == ["ambient", "bossa", "rockish", "techno"] and run["inference_hop_s"] == 1.0
     assert run["dataset"]["split"] == "random" and run["dataset"]["seed"] == 0
     assert (synthetic_run / "model.keras").is_file() and (synthetic_run / "history.json").is_file()
 

@@ -14,67 +14,10 @@ random SNR, and a random overall gain (the device never knows the playback level
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import numpy as np
 import scipy.signal
 
-
-@dataclass(frozen=True)
-class AugmentParams:
-    """Augmentation strengths; every probability is per window.
-
-    Attributes
-    ----------
-    gain_db : float
-        Uniform random gain in ``[-gain_db, gain_db]`` dB.
-    room_p : float
-        Probability of the simulated room / microphone chain. Off by default: on the
-        4-genre music set it did not raise validation accuracy (see docs/training.md);
-        ``genre-edge train --room-p 0.3`` turns it on for microphone robustness.
-    reverb_t60_s : tuple of float
-        Range of the reverberation time (s, 60 dB power decay).
-    reverb_wet_db : tuple of float
-        Range of the tail's level relative to the direct sound (dB).
-    tilt_db : float
-        EQ tilt across the mel range, uniform in ``[-tilt_db, tilt_db]`` dB.
-    bass_cut_db : float
-        Largest attenuation of the lowest bands (small speaker), dB.
-    snr_db : tuple of float
-        Range of the signal-to-noise ratio of the additive noise (dB, mean power).
-    time_masks, time_mask_frames : int
-        Number of time masks and the largest mask width (frames).
-    freq_masks, freq_mask_bands : int
-        Number of frequency masks and the largest mask width (mel bands).
-    mixup_alpha : float
-        Beta(alpha, alpha) mixup between windows of a batch; 0 disables it.
-    mixup_p : float
-        Fraction of batches that are mixed. Off by default: with mixup the edge model
-        underfitted (training accuracy ~70 %, see docs/training.md).
-    """
-
-    gain_db: float = 10.0
-    room_p: float = 0.0
-    reverb_t60_s: tuple[float, float] = (0.2, 1.2)
-    reverb_wet_db: tuple[float, float] = (-12.0, 0.0)
-    tilt_db: float = 8.0
-    bass_cut_db: float = 15.0
-    snr_db: tuple[float, float] = (10.0, 40.0)
-    time_masks: int = 2
-    time_mask_frames: int = 25
-    freq_masks: int = 2
-    freq_mask_bands: int = 6
-    mixup_alpha: float = 0.3
-    mixup_p: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def none(cls) -> AugmentParams:
-        """No augmentation at all."""
-        return cls(gain_db=0.0, room_p=0.0, time_masks=0, freq_masks=0, mixup_alpha=0.0, mixup_p=0.0)
+from .train_config import AugmentParams  # declared there, without numpy
 
 
 def _db_to_power(x: np.ndarray) -> np.ndarray:
@@ -86,14 +29,14 @@ def _power_to_db(p: np.ndarray, floor_db: float) -> np.ndarray:
     return out * np.float32(10.0)
 
 
-def room(x: np.ndarray, rng: np.random.Generator, p: AugmentParams, hop_s: float,
+def room(x: np.ndarray, rng: np.random.Generator, p: AugmentParams, frame_hop_s: float,
          floor_db: float) -> np.ndarray:
     """Speaker -> room -> microphone on one window ``(frames, n_mels)`` dB; returns a new array."""
     frames, n_mels = x.shape
     power = _db_to_power(x)
     if rng.random() < 0.7:
         t60 = rng.uniform(*p.reverb_t60_s)
-        decay = 10.0 ** (-6.0 * hop_s / t60)  # power factor per frame: -60 dB after t60
+        decay = 10.0 ** (-6.0 * frame_hop_s / t60)  # power factor per frame: -60 dB after t60
         wet = 10.0 ** (rng.uniform(*p.reverb_wet_db) / 10.0)
         # tail[t] = sum_{k>=1} decay^k * power[t-k]: a one-pole IIR along time.
         tail = scipy.signal.lfilter([0.0, decay], [1.0, -decay], power, axis=0)
@@ -117,7 +60,7 @@ def room(x: np.ndarray, rng: np.random.Generator, p: AugmentParams, hop_s: float
 
 def augment_batch(
     x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator, p: AugmentParams,
-    *, hop_s: float = 0.01, floor_db: float = -100.0, log_domain: bool = True,
+    *, frame_hop_s: float = 0.01, floor_db: float = -100.0, log_domain: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Augment a batch in place where possible.
 
@@ -133,7 +76,7 @@ def augment_batch(
         Source of randomness (seeded by the caller).
     p : AugmentParams
         Strengths.
-    hop_s : float
+    frame_hop_s : float
         Front-end hop in seconds (reverberation decay per frame).
     floor_db : float
         Front-end log floor in dB.
@@ -151,7 +94,7 @@ def augment_batch(
     n, frames, n_mels = x.shape
     for i in range(n):
         if log_domain and p.room_p > 0 and rng.random() < p.room_p:
-            x[i] = room(x[i], rng, p, hop_s, floor_db)
+            x[i] = room(x[i], rng, p, frame_hop_s, floor_db)
         if log_domain and p.gain_db > 0:
             x[i] += np.float32(rng.uniform(-p.gain_db, p.gain_db))
         fill = None

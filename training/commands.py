@@ -10,17 +10,19 @@ from pathlib import Path
 from firmware_py.cli import Command
 from firmware_py.errors import GenreEdgeError
 
-ARCHS = ("edge", "edge-l", "edge-xl", "dong2018", "hku", "despois", "pelchat2019")
-#: Default input length (front-end frames) per preset; kept here so --help needs no TensorFlow.
-ARCH_WINDOW_FRAMES = {"edge": 300, "edge-l": 300, "edge-xl": 300, "dong2018": 300, "hku": 200, "despois": 128, "pelchat2019": 256}
+from .presets import PRESETS, TEACHERS
+from .train_config import TrainConfig
 
-
-#: Defaults of fit and augmentation settings, kept here so that --help needs no TensorFlow;
-#: keep them equal to ``training.fit.TrainConfig`` and ``training.augment.AugmentParams``.
-TRAIN_DEFAULTS = {"ema": 0.0, "balance": False, "distill": 0.5, "distill_temperature": 1.0,
-                  "teacher_l2": 1.0, "rooms": 0, "clean_p": 0.25, "val_rooms": 2, "hint": 0.0}
-TEACHER_NAMES = ("musicnn-msd",)  # = training.teacher.TEACHERS, kept here for --help
-AUGMENT_DEFAULTS = {"room_p": 0.0, "mixup_p": 0.0}
+#: The presets and teachers, and the defaults --help shows: read from their declarations
+#: (training.presets, training.train_config: no numpy, no TensorFlow).
+ARCHS = tuple(PRESETS)
+ARCH_WINDOW_FRAMES = {name: preset.window_frames for name, preset in PRESETS.items()}
+TEACHER_NAMES = tuple(TEACHERS)
+_DEFAULTS = TrainConfig()
+TRAIN_DEFAULTS = {key: getattr(_DEFAULTS, key) for key in (
+    "ema", "balance", "distill", "distill_temperature", "teacher_l2", "rooms", "clean_p",
+    "val_rooms", "hint")}
+AUGMENT_DEFAULTS = {"room_p": _DEFAULTS.augment.room_p, "mixup_p": _DEFAULTS.augment.mixup_p}
 
 
 def _number_in(low: float, high: float):

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from training.runfolder import read_run
+
 
 def int8_figures(run_dir: Path, representative: int = 64) -> dict[str, Any]:
     """Size (bytes) and 1-thread latency (ms per window) of the run's int8 TFLite model."""
@@ -25,11 +27,11 @@ def int8_figures(run_dir: Path, representative: int = 64) -> dict[str, Any]:
     from training.dataset import eval_windows, load_run_splits
     from training.quantize import to_int8
 
-    run = json.loads((run_dir / "run.json").read_text())
-    wf = int(run["frontend"]["window_frames"])
-    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    run = read_run(run_dir)
+    wf = run.window_frames
+    model = keras.models.load_model(run.model_path, compile=False)
     rng = np.random.default_rng(0)
-    train = load_run_splits(run_dir)["train"]
+    train = load_run_splits(run)["train"]
     picks = rng.choice(len(train), size=min(representative, len(train)), replace=False)
     rep = []
     for i in picks:
@@ -80,13 +82,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     for r in a.runs:
         run_dir = Path(r)
-        run = json.loads((run_dir / "run.json").read_text())
+        run = read_run(run_dir)
         report = json.loads((run_dir / "report.json").read_text())
         row = {
-            "run": run_dir.name, "arch": run["arch"],
-            "input": f"{run['frontend']['window_frames']} x {run['frontend']['n_mels']}",
-            "parameters": report["parameters"], "epochs_run": run["epochs_run"],
-            "epochs_max": run["train"]["epochs"], "train_time_s": run["train_time_s"],
+            "run": run_dir.name, "arch": run.arch,
+            "input": f"{run.window_frames} x {run.frontend.n_mels}",
+            "parameters": report["parameters"], "epochs_run": run.get("epochs_run"),
+            "epochs_max": run.train.get("epochs"), "train_time_s": run.get("train_time_s"),
             **{k: report[k] for k in ("window_accuracy", "track_accuracy_mean_vote",
                                       "track_accuracy_majority_vote", "macro_f1")},
         }

@@ -52,17 +52,13 @@ def write_manifest(rows: list[dict[str, str]], path: Path) -> None:
 
 def score(run_dir: Path, data: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
     """Track accuracy (mean vote) of ``run_dir``'s model on ``rows``."""
-    from firmware_py.bundle import hop_frames_for
-    from firmware_py.features import FrontendParams
-
-    from .dataset import Track, build_cache, default_cache_dir
+    from .dataset import Track, build_cache
     from .fit import configure_tensorflow, predict_tracks
     from .metrics import summarize
+    from .runfolder import read_run
 
-    run = json.loads((run_dir / "run.json").read_text())
-    labels = list(run["labels"])
-    fe = FrontendParams.from_dict(run["frontend"])
-    cache = Path(run.get("cache_dir") or default_cache_dir())
+    run = read_run(run_dir)
+    labels, fe, cache = run.labels, run.frontend, run.cache_dir
     tracks = [Track(Path(r["path"]).with_suffix("").as_posix(), labels.index(r["genre"]),
                     r["genre"], data / r["path"], fe, cache) for r in rows]
     build_cache(tracks, progress=False)
@@ -71,8 +67,8 @@ def score(run_dir: Path, data: Path, rows: list[dict[str, str]]) -> dict[str, An
 
     from . import models  # noqa: F401  (registers BandAffine)
 
-    model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    probs = predict_tracks(model, tracks, fe.window_frames, hop_frames_for(run.get("hop_s", 1.0), fe))
+    model = keras.models.load_model(run.model_path, compile=False)
+    probs = predict_tracks(model, tracks, fe.window_frames, run.inference_hop_frames)
     m = summarize(probs, [t.label for t in tracks], labels)
     return {"tracks": m["tracks"], "track_accuracy": m["track_accuracy_mean_vote"],
             "window_accuracy": m["window_accuracy"],

@@ -56,6 +56,7 @@ from .cache import (
     progress_bar,
     save_npy_atomic,
 )
+from .runfolder import RunRecord, read_run
 from .windows import eval_windows, pad_to, random_crops
 
 __all__ = [
@@ -397,13 +398,13 @@ def write_run_splits(run_dir: Path, splits: dict[str, Sequence[Track]]) -> None:
     (Path(run_dir) / SPLITS_FILE).write_text(json.dumps(data, indent=0) + "\n")
 
 
-def load_run_splits(run_dir: str | Path) -> dict[str, list[Track]]:
+def load_run_splits(run: RunRecord | str | Path) -> dict[str, list[Track]]:
     """The train / val / test tracks of a finished run, as they were when it trained.
 
     Parameters
     ----------
-    run_dir : str or Path
-        The ``--out`` folder of ``genre-edge train`` (holds ``run.json``).
+    run : RunRecord, str or Path
+        The run (:func:`~training.runfolder.read_run`), or its ``--out`` folder.
 
     Returns
     -------
@@ -411,21 +412,16 @@ def load_run_splits(run_dir: str | Path) -> dict[str, list[Track]]:
         ``{"train": [...], "val": [...], "test": [...]}`` lists of :class:`Track`, whose
         ``features()`` come from the run's cache folder (computed if missing).
     """
-    run_dir = Path(run_dir)
-    run_json = run_dir / "run.json"
-    if not run_json.is_file():
-        raise GenreEdgeError(f"{run_dir} is not a training run (no run.json): pass the --out of 'genre-edge train'")
-    run = json.loads(run_json.read_text())
-    labels = list(run["labels"])
-    frontend = FrontendParams.from_dict(run["frontend"])
-    cache_dir = Path(run.get("cache_dir") or default_cache_dir())
-    stored = run_dir / SPLITS_FILE
+    if not isinstance(run, RunRecord):
+        run = read_run(run, need_model=False)
+    labels, frontend, cache_dir = run.labels, run.frontend, run.cache_dir
+    stored = run.folder / SPLITS_FILE
     if stored.is_file():
         index = {g: i for i, g in enumerate(labels)}
         raw = json.loads(stored.read_text())
         return {part: [Track(tid, index[g], g, Path(p), frontend, cache_dir) for tid, p, g in raw.get(part, [])]
                 for part in SPLITS}
-    spec = DatasetSpec.from_dict(run["dataset"])
+    spec = DatasetSpec.from_dict(run.dataset)
     _, parts = prepare_dataset(spec.data_dir, manifest=spec.manifest, genres=spec.genres,
                                split=spec.split, seed=spec.seed, val_fraction=spec.val_fraction,
                                test_fraction=spec.test_fraction)

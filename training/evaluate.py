@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from firmware_py.bundle import hop_frames_for
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
-from .dataset import SPLITS, default_cache_dir, load_run_splits
-from .runfolder import read_run
+from .dataset import SPLITS, load_run_splits
+from .runfolder import RunRecord, read_run
 
 REPORT_KEYS = ("window_accuracy", "track_accuracy_mean_vote", "track_accuracy_majority_vote",
                "macro_f1", "window_macro_f1", "per_class", "confusion")
@@ -96,36 +95,34 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, verbose: int = 1,
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise GenreEdgeError(f"unknown --split '{split}': use one of {', '.join(SPLITS)}")
-    run_json = run_dir / "run.json"
     run = read_run(run_dir)  # every file and key it reads, checked: a damaged run is one line
-    labels = list(run["labels"])
-    frontend = FrontendParams.from_dict(run["frontend"])
-    window_frames = int(run["frontend"]["window_frames"])
-    hop_frames = hop_frames_for(float(run.get("hop_s", 1.0)), frontend)
-    tracks = load_run_splits(run_dir)[split]
+    labels, frontend = run.labels, run.frontend
+    window_frames, hop_frames = run.window_frames, run.inference_hop_frames
+    tracks = load_run_splits(run)[split]
     if not tracks:
         raise GenreEdgeError(f"run {run_dir} has no '{split}' tracks: pick another --split")
     room_items, room_info = [], None
     if rooms:  # rendered before TensorFlow loads: the renderers fork
         room_items, room_info = in_room_tracks(
-            tracks, split, frontend, Path(run.get("cache_dir") or default_cache_dir()),
+            tracks, split, frontend, run.cache_dir,
             per_track=rooms_per_track, rir_dir=rir_dir, noise_dir=noise_dir,
             progress=bool(verbose))
 
     from .fit import configure_tensorflow, predict_tracks
 
-    configure_tensorflow(int(run.get("train", {}).get("threads", 0)))
+    configure_tensorflow(int(run.train.get("threads", 0)))
     import keras
 
     from . import models  # noqa: F401  (registers BandAffine)
 
     t0 = time.time()
-    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    model = keras.models.load_model(run.model_path, compile=False)
     probs = predict_tracks(model, tracks, window_frames, hop_frames)
     report = summarize(probs, [t.label for t in tracks], labels)
     report["window_ece"] = expected_calibration_error(*window_labels(probs, [t.label for t in tracks]))
     report.update({
-        "split": split, "labels": labels, "arch": run.get("arch"), "hop_s": run.get("hop_s", 1.0),
+        "split": split, "labels": labels, "arch": run.arch,
+        "inference_hop_s": run.inference_hop_s,
         "parameters": int(model.count_params()), "best_epoch": run.get("best_epoch"),
         "train_time_s": run.get("train_time_s"),
         "errors": [
@@ -148,8 +145,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, verbose: int = 1,
     history = run_dir / "history.json"
     if history.is_file():
         plot_curves(json.loads(history.read_text()), run_dir / "curves.png")
-    run.setdefault("metrics", {})[split] = summary_of(report)
-    run_json.write_text(json.dumps(run, indent=2) + "\n")
+    run.store_metrics(split, summary_of(report))
     if verbose:
         line = (f"{split}: {report['tracks']} tracks, {report['windows']} windows; window accuracy "
                 f"{report['window_accuracy']:.3f}, track accuracy {report['track_accuracy_mean_vote']:.3f} "
@@ -175,16 +171,16 @@ def summary_of(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def format_markdown(report: dict[str, Any], run: dict[str, Any]) -> str:
+def format_markdown(report: dict[str, Any], run: RunRecord) -> str:
     """``report.md``: summary, per-class table and confusion matrix."""
     labels = report["labels"]
-    ds = run.get("dataset", {})
+    ds = run.dataset
     lines = [
-        f"# Evaluation: {run.get('arch')} on the {report['split']} split",
+        f"# Evaluation: {run.arch} on the {report['split']} split",
         "",
         f"Data: `{ds.get('data_dir')}` (split `{ds.get('split')}`, seed {ds.get('seed')}), "
         f"genres {', '.join(labels)}. {report['tracks']} tracks, {report['windows']} windows "
-        f"of {run['frontend']['window_frames'] / 100:.2f} s at a {report['hop_s']} s hop. "
+        f"of {run.window_frames / 100:.2f} s at a {report['inference_hop_s']} s hop. "
         f"Model: {report['parameters']:,} parameters, best epoch {report.get('best_epoch')}, "
         f"trained in {report.get('train_time_s')} s.",
         "",

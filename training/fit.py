@@ -176,7 +176,7 @@ def train(
     preset = PRESETS[cfg.arch]
     n_labels = len(labels)
     wf = frontend.window_frames
-    hop_frames = hop_frames_for(cfg.hop_s, frontend)
+    hop_frames = hop_frames_for(cfg.inference_hop_s, frontend)
 
     train_tracks, val_tracks = splits["train"], splits["val"]
     features = [np.ascontiguousarray(t.features(), dtype=np.float32) for t in train_tracks]
@@ -196,7 +196,7 @@ def train(
             splits, n_labels, cfg.teacher, seed=cfg.seed, l2=cfg.teacher_l2,
             temperature=cfg.distill_temperature, progress=bool(verbose),
             embeddings_out=raw if cfg.hint > 0 else None)
-        soft_hop = teacher_hop_s() / frontend.hop_s
+        soft_hop = teacher_hop_s() / frontend.frame_hop_s
         if cfg.hint > 0:
             stacked = np.concatenate(raw)
             mu, sd = stacked.mean(0), np.maximum(stacked.std(0), 1e-3)
@@ -361,7 +361,7 @@ def train(
         "frontend": frontend.to_dict(),
         "arch": cfg.arch,
         "seed": cfg.seed,
-        "hop_s": cfg.hop_s,
+        "inference_hop_s": cfg.inference_hop_s,
         "dataset": spec.to_dict(),
         "cache_dir": str(cache_dir),
         "splits_file": "splits.json",

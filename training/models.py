@@ -41,10 +41,7 @@ Presets (sources and deviations; details are also in ``training/README.md``):
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,6 +50,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
+
+from .presets import PRESETS  # noqa: E402  (re-exported: the presets build here)
 
 #: Faster-moving BatchNorm statistics than Keras' 0.99: short CPU runs (a few hundred
 #: steps) otherwise evaluate with statistics that still remember the initialisation.
@@ -182,54 +181,14 @@ def build_pelchat2019(window_frames: int, n_mels: int, n_labels: int) -> keras.M
     return _despois_like(window_frames, n_mels, n_labels, "relu", "pelchat2019")
 
 
-@dataclass(frozen=True)
-class Preset:
-    """An architecture with the training choices its source made.
-
-    Attributes
-    ----------
-    build : callable
-        ``build(window_frames, n_mels, n_labels) -> keras.Model``.
-    window_frames : int
-        Default input length in front-end frames (100 per second).
-    optimizer : str
-        ``adamw``, ``adam`` or ``rmsprop``.
-    learning_rate : float
-        Peak learning rate of the schedule.
-    source : str
-        Where the design comes from.
-    """
-
-    build: Callable[..., keras.Model]
-    window_frames: int
-    optimizer: str
-    learning_rate: float
-    source: str
-
-
-PRESETS: dict[str, Preset] = {
-    "edge": Preset(build_edge, 300, "adamw", 3e-3, "genre-edge (this project)"),
-    "edge-l": Preset(functools.partial(build_edge, width=64), 300, "adamw", 3e-3,
-                     "genre-edge, 1.6x wider (this project)"),
-    "edge-xl": Preset(functools.partial(build_edge, width=96), 300, "adamw", 3e-3,
-                      "genre-edge, 2.4x wider (this project)"),
-    "dong2018": Preset(build_dong2018, 300, "adam", 1e-3,
-                       "Dong, CCN 2018, arXiv:1802.09697"),
-    "hku": Preset(build_hku, 200, "adam", 1e-3, "HKU student project, 3 conv layers, ~2 s"),
-    "despois": Preset(build_despois, 128, "adam", 1e-3,
-                      "Despois 2016, 'Finding the genre of a song with Deep Learning'"),
-    "pelchat2019": Preset(build_pelchat2019, 256, "rmsprop", 1e-4,
-                          "Pelchat and Gelowitz, CCECE 2019 / CJECE 2020"),
-}
-
-
 def build_model(arch: str, window_frames: int, n_mels: int, n_labels: int) -> keras.Model:
     """Build a preset by name (``edge``, ``dong2018``, ``hku``, ``despois``, ``pelchat2019``)."""
     from firmware_py.errors import GenreEdgeError
 
     if arch not in PRESETS:
         raise GenreEdgeError(f"unknown --arch '{arch}': use one of {', '.join(PRESETS)}")
-    return PRESETS[arch].build(window_frames, n_mels, n_labels)
+    preset = PRESETS[arch]
+    return globals()[preset.builder](window_frames, n_mels, n_labels, **preset.options)
 
 
 def band_norm_layer(model: keras.Model) -> BandAffine:

@@ -1,10 +1,11 @@
-"""A training run folder, checked before anything uses it.
+"""A training run folder, checked before anything uses it, and its typed record.
 
-``genre-edge evaluate`` and ``genre-edge convert`` (and anything else that opens a run)
-call :func:`read_run` first: a run.json that is not JSON, lacks a key or has one of the
-wrong type, a broken splits.json, or a truncated model.keras is then one line naming the
-file and the key, never a traceback from deep inside TensorFlow or a report writer. Only
-what those commands read is checked; extra keys are left alone.
+Everything that opens a run (``genre-edge evaluate``, ``convert``, the model card, the
+comparisons) calls :func:`read_run` first and gets a :class:`RunRecord`: a run.json that
+is not JSON, lacks a key or has one of the wrong type, a broken splits.json, or a
+truncated model.keras is then one line naming the file and the key, never a traceback
+from deep inside TensorFlow or a report writer. Only what those readers use is checked;
+extra keys are left alone (:attr:`RunRecord.data` keeps the whole document).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware_py.bundle import MAX_HOP_S, hop_s_ok, name_ok
+from firmware_py.bundle import MAX_HOP_S, hop_frames_for, hop_s_ok, name_ok
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 from firmware_py.files import open_regular, read_regular_bytes
+
+from .cache import default_cache_dir
 
 RUN_JSON = "run.json"
 MODEL = "model.keras"
@@ -68,7 +72,8 @@ _RUN_KEYS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
                "a list of at least 2 different genre names"),
     "frontend": (True, lambda x: isinstance(x, dict) and "window_frames" in x,
                  "an object of front-end parameters with window_frames"),
-    "hop_s": (False, hop_s_ok, f"a number of seconds in (0, {MAX_HOP_S:g}]"),
+    "inference_hop_s": (False, hop_s_ok, f"a number of seconds in (0, {MAX_HOP_S:g}]"),
+    "hop_s": (False, hop_s_ok, f"a number of seconds in (0, {MAX_HOP_S:g}]"),  # runs made before the rename
     "cache_dir": (False, _optional(_is(str)), "a folder name"),
     "train": (False, _is(dict), "an object"),
     "dataset": (False, _is(dict), "an object"),
@@ -144,8 +149,92 @@ def _check_model(path: Path) -> None:
         raise RunError(f"{path} is damaged ({what}): {RETRAIN}")
 
 
-def read_run(run_dir: str | Path, *, need_model: bool = True) -> dict[str, Any]:
-    """``RUN/run.json`` as a dict, after checking every file and key a run's users read.
+@dataclass(frozen=True)
+class RunRecord:
+    """A training run as ``run.json`` describes it, checked and typed.
+
+    Attributes
+    ----------
+    folder : Path
+        The run folder (``--out`` of ``genre-edge train``).
+    labels : list of str
+        Genres in model output order.
+    frontend : FrontendParams
+        The front-end the model was trained on.
+    inference_hop_s : float
+        Seconds between evaluation windows (``inference_hop_s``; ``hop_s`` in runs made
+        before the rename).
+    arch, seed :
+        The preset and the seed (None when not recorded).
+    cache_dir : Path
+        The feature cache the run used (the default cache when not recorded).
+    train, dataset, metrics : dict
+        The training settings, how the splits were made (empty when a splits.json holds
+        them) and the metrics per split (``metrics.<split>``).
+    smoothing : dict or None
+        Smoothing defaults the run proposes (None: genre-edge's own).
+    data : dict
+        The whole document, for the report keys nobody types (``best_epoch``,
+        ``teacher``, ``calibration``, ...); :meth:`get` reads it.
+    """
+
+    folder: Path
+    labels: list[str]
+    frontend: FrontendParams
+    inference_hop_s: float
+    arch: str | None
+    seed: int | None
+    cache_dir: Path
+    train: dict[str, Any]
+    dataset: dict[str, Any]
+    smoothing: dict[str, Any] | None
+    metrics: dict[str, Any]
+    data: dict[str, Any]
+
+    @property
+    def json_path(self) -> Path:
+        return self.folder / RUN_JSON
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / MODEL
+
+    @property
+    def window_frames(self) -> int:
+        return self.frontend.window_frames
+
+    @property
+    def inference_hop_frames(self) -> int:
+        return hop_frames_for(self.inference_hop_s, self.frontend)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A report key of run.json (``best_epoch``, ``teacher``, ...) or ``default``."""
+        return self.data.get(key, default)
+
+    def store_metrics(self, split: str, metrics: dict[str, Any]) -> None:
+        """Record ``metrics.<split>`` and rewrite run.json (``genre-edge evaluate``)."""
+        self.metrics[split] = metrics
+        self.data["metrics"] = self.metrics
+        self.json_path.write_text(json.dumps(self.data, indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, folder: Path, run: dict[str, Any]) -> RunRecord:
+        """The record of a checked run.json document (:func:`read_run` checks it)."""
+        hop = run.get("inference_hop_s", run.get("hop_s"))
+        return cls(
+            folder=folder, labels=list(run["labels"]),
+            frontend=FrontendParams.from_dict(run["frontend"]),
+            inference_hop_s=float(hop) if hop is not None else 1.0,
+            arch=run.get("arch"), seed=run.get("seed"),
+            cache_dir=Path(run.get("cache_dir") or default_cache_dir()),
+            train=dict(run.get("train") or {}), dataset=dict(run.get("dataset") or {}),
+            smoothing=run.get("smoothing"), metrics=dict(run.get("metrics") or {}), data=run,
+        )
+
+
+def read_run(run_dir: str | Path, *, need_model: bool = True) -> RunRecord:
+    """``RUN/run.json`` as a :class:`RunRecord`, after checking every file and key a run's
+    users read.
 
     Raises :class:`RunError` (one line) for a missing folder, a missing or damaged
     run.json / splits.json / model.keras (``need_model``), a key of the wrong type, or a
@@ -187,4 +276,4 @@ def read_run(run_dir: str | Path, *, need_model: bool = True) -> dict[str, Any]:
         _check_keys(f"{run_json} 'dataset'", run["dataset"], _DATASET_KEYS, required=True)
     if need_model:
         _check_model(model)
-    return run
+    return RunRecord.from_dict(run_dir, run)

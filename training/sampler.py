@@ -125,7 +125,7 @@ class WindowSampler:
                 w = self.weights[self.labels[ids]]
                 hints = self._last_hints
                 x, y, w = augment_batch(x, y, w, self.rng, self.cfg.augment,
-                                        hop_s=self.frontend.hop_s,
+                                        frame_hop_s=self.frontend.frame_hop_s,
                                         floor_db=self.frontend.log_floor_db,
                                         log_domain=self.frontend.compression == "log")
                 if hints is None:

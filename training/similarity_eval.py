@@ -94,7 +94,7 @@ def track_vectors(rows: list[dict[str, str]], data: Path, bundle: Bundle,
     }
     for i, row in enumerate(rows, start=1):
         feats = logmel(load_audio(data / row["path"], fe.sample_rate), fe)
-        wins = windows(feats, fe.window_frames, bundle.hop_frames, pad=True)
+        wins = windows(feats, fe.window_frames, bundle.inference_hop_frames, pad=True)
         out["model embedding"].append(embed_features(feats, bundle, embedder)[0])
         out["model probabilities"].append(classifier.predict_many(wins).mean(axis=0))
         out["log-mel mean+std"].append(np.concatenate([feats.mean(axis=0), feats.std(axis=0)]))

@@ -37,6 +37,8 @@ import numpy as np
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
+from .presets import TEACHERS
+
 log = logging.getLogger(__name__)
 
 #: musicnn's input: 16 kHz, 512-point FFT and window, 256-sample hop, 96 Slaney mel bands
@@ -47,8 +49,6 @@ TEACHER_FRONTEND = FrontendParams(
     fmin=0.0, fmax=8000.0, amin=1e-10, window_frames=187)
 #: Teacher windows every 62 frames (0.992 s; musicnn's extractor with a 1 s step uses 61).
 TEACHER_HOP_FRAMES = 62
-#: Teacher name -> musicnn checkpoint folder.
-TEACHERS = {"musicnn-msd": "MSD_musicnn"}
 #: Output tensors of the frozen graph: penultimate dense layer (ReLU) and the tag sigmoid.
 _OUTPUTS = ("model/dense/Relu", "model/Sigmoid")
 _INPUT, _IS_TRAINING = "model/Placeholder:0", "model/Placeholder_2:0"

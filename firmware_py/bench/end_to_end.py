@@ -307,7 +307,7 @@ def bench_mqtt_latency(bundle: Bundle, input_path: Path, seconds: float,
     model = bundle.open_model(threads=1)
     # One state per block (hop = block = 0.1 s) gives ~10 samples a second; the
     # device's default hop is 1 s, which changes nothing per message but the count.
-    pipeline = Pipeline(bundle, model, hop_s=BLOCK_S)
+    pipeline = Pipeline(bundle, model, inference_hop_s=BLOCK_S)
     source = FileSource(input_path, bundle.frontend.sample_rate, realtime=True,
                         block_s=BLOCK_S, loop=True)
     sub = StateSubscriber(mqtt_url, f"{BENCH_TOPIC_PREFIX}/state")
@@ -316,7 +316,7 @@ def bench_mqtt_latency(bundle: Bundle, input_path: Path, seconds: float,
     nodelay = None
     try:
         publisher.start(wait=True)
-        nodelay = _publisher_nodelay(publisher)
+        nodelay = publisher.tcp_nodelay()
         first = None
         for block in source.blocks():
             t_in = time.perf_counter()
@@ -343,7 +343,7 @@ def bench_mqtt_latency(bundle: Bundle, input_path: Path, seconds: float,
         transport.append(t_rx - t_pub)
     return {
         "url": mqtt_url,
-        "hop_s": BLOCK_S,
+        "inference_hop_s": BLOCK_S,
         "block_s": BLOCK_S,
         "states_sent": len(sent),
         "states_received": len(total),
@@ -354,18 +354,6 @@ def bench_mqtt_latency(bundle: Bundle, input_path: Path, seconds: float,
         "note": ("TCP_NODELAY on the publisher's socket: without it Nagle's algorithm plus the "
                  "broker's delayed ACK can hold a small PUBLISH back ~40 ms"),
     }
-
-
-def _publisher_nodelay(publisher: Any) -> bool | None:
-    """Whether the publisher's socket has TCP_NODELAY (None when it cannot be seen)."""
-    client = getattr(publisher, "_client", None)
-    sock = client.socket() if client is not None else None
-    if sock is None:
-        return None
-    try:
-        return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-    except (OSError, AttributeError):
-        return None
 
 
 # -- where the memory goes --------------------------------------------------------------------

@@ -40,10 +40,10 @@ def streaming_cpu_s(audio: np.ndarray, params: FrontendParams, block: int, repea
 
 
 def window_recompute_cpu_s(
-    audio: np.ndarray, params: FrontendParams, hop_s: float, repeats: int, use_librosa: bool
+    audio: np.ndarray, params: FrontendParams, inference_hop_s: float, repeats: int, use_librosa: bool
 ) -> float:
     """Recompute the whole last window at every hop, with librosa or with our batch function."""
-    hop = int(round(hop_s * params.sample_rate))
+    hop = int(round(inference_hop_s * params.sample_rate))
     win = int(round(params.window_s * params.sample_rate))
     ends = range(win, audio.shape[0] + 1, hop)
     if use_librosa:
@@ -76,7 +76,7 @@ def window_recompute_cpu_s(
 
 def run_frontend_bench(
     audio: np.ndarray, params: FrontendParams, *, seconds: float = 60.0, repeats: int = 5,
-    hop_s: float = 0.5, source: str = "",
+    inference_hop_s: float = 0.5, source: str = "",
 ) -> dict[str, Any]:
     n = int(seconds * params.sample_rate)
     if audio.shape[0] < n:  # loop a short clip up to the requested length
@@ -94,14 +94,14 @@ def run_frontend_bench(
         "blas_threads": blas_threads(),
         "audio_source": source,
         "repeats": repeats,
-        "inference_hop_s": hop_s,
+        "inference_hop_s": inference_hop_s,
         "frontend": params.to_dict(),
     }
     stream_1024 = streaming_cpu_s(audio, params, 1024, repeats)
     stream_160 = streaming_cpu_s(audio, params, 160, repeats)
     device_block = round(0.1 * params.sample_rate)  # listen's default block (source.block_s)
     stream_device = streaming_cpu_s(audio, params, device_block, repeats)
-    numpy_window = window_recompute_cpu_s(audio, params, hop_s, repeats, use_librosa=False)
+    numpy_window = window_recompute_cpu_s(audio, params, inference_hop_s, repeats, use_librosa=False)
     result["streaming_ms_per_audio_s"] = 1000 * stream_1024 / audio_s
     result["streaming_block_samples"] = 1024
     result["streaming_10ms_blocks_ms_per_audio_s"] = 1000 * stream_160 / audio_s
@@ -109,7 +109,7 @@ def run_frontend_bench(
     result["device_block_samples"] = device_block
     result["numpy_window_ms_per_audio_s"] = 1000 * numpy_window / audio_s
     try:
-        librosa_window = window_recompute_cpu_s(audio, params, hop_s, max(1, repeats // 2), True)
+        librosa_window = window_recompute_cpu_s(audio, params, inference_hop_s, max(1, repeats // 2), True)
     except ImportError:
         result["librosa_window_ms_per_audio_s"] = None
         result["speedup_vs_librosa"] = None

@@ -107,7 +107,7 @@ def bench_resample(audio_by_rate: dict[int, np.ndarray], target_rate: int, *,
 
 
 # -- front-end --------------------------------------------------------------------------
-def bench_frontend(audio: np.ndarray, params: FrontendParams, hop_s: float, *,
+def bench_frontend(audio: np.ndarray, params: FrontendParams, inference_hop_s: float, *,
                    audio_s: float = 60.0, block_s: float = BLOCK_S) -> dict[str, Any]:
     """Streaming log-mel: per 10 ms frame hop, per device block, per inference hop, CPU/s.
 
@@ -138,14 +138,14 @@ def bench_frontend(audio: np.ndarray, params: FrontendParams, hop_s: float, *,
     passes = [run(block) for _ in range(3)]
     block_cpu = float(np.median([cpu for _, cpu in passes]))
     block_times = passes[0][0]
-    per_hop = max(1, round(hop_s / block_s))
+    per_hop = max(1, round(inference_hop_s / block_s))
     grouped = [sum(block_times[i : i + per_hop])
                for i in range(0, len(block_times) - per_hop + 1, per_hop)]
     return {
         "audio_s": float(n_seconds),
         "frame_hop_samples": hop,
         "block_samples": block,
-        "inference_hop_s": hop_s,
+        "inference_hop_s": inference_hop_s,
         "per_frame_hop_ms": summarize_ms(hop_times),
         "per_block_ms": summarize_ms(block_times),
         "per_inference_hop_ms": summarize_ms(grouped),

@@ -126,7 +126,7 @@ def run_bench(
     doc["bundle"] = {
         "path": str(bundle.path), "name": bundle.name, "labels": bundle.labels,
         "sample_rate_hz": fe.sample_rate, "window_frames": fe.window_frames,
-        "n_mels": fe.n_mels, "hop_s": bundle.hop_s,
+        "n_mels": fe.n_mels, "inference_hop_s": bundle.inference_hop_s,
         "files": {key: {"path": e["path"], "bytes": (bundle.path / e["path"]).stat().st_size}
                   for key, e in bundle.files.items()},
     }
@@ -139,7 +139,7 @@ def run_bench(
         lambda: bench_resample({r: load_audio(input_path, r) for r in RESAMPLE_RATES_HZ},
                                fe.sample_rate, audio_s=STAGE_AUDIO_S), progress)
     stages["frontend"] = _section(
-        "front-end", lambda: bench_frontend(audio, fe, bundle.hop_s, audio_s=STAGE_AUDIO_S),
+        "front-end", lambda: bench_frontend(audio, fe, bundle.inference_hop_s, audio_s=STAGE_AUDIO_S),
         progress)
     stages["inference"] = _section(
         "inference", lambda: bench_inference(bundle, windows, max_threads=cores,

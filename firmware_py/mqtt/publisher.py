@@ -8,6 +8,7 @@ the paho callbacks and the sender thread.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -179,6 +180,18 @@ class MqttPublisher(Session):
                 self._n["stats_skipped"] += 1
                 return
             self._enqueue(Outgoing(self.settings.stats_topic, payload, False, "stats"))
+
+    def tcp_nodelay(self) -> bool | None:
+        """Whether the broker connection has TCP_NODELAY set (None: no connection, or the
+        socket cannot tell); for the benchmark, which explains its latency with it."""
+        client = self._client
+        sock = client.socket() if client is not None else None
+        if sock is None:
+            return None
+        try:
+            return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        except (OSError, AttributeError):
+            return None
 
     def stop(self, timeout_s: float = 1.0) -> None:
         """Publish retained ``offline`` (waiting for its PUBACK), disconnect, stop threads.

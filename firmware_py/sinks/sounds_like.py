@@ -61,15 +61,16 @@ class SoundsLike(Sink):
 
     name = "sounds_like"
 
-    def __init__(self, config: Any, bundle: Bundle, threads: int, hop_s: float) -> None:
+    def __init__(self, config: Any, bundle: Bundle, threads: int,
+                 inference_hop_s: float) -> None:
         from ..similarity import Index, open_embedding_model
 
         self.index = Index.load(config.index)
         self.model = open_embedding_model(bundle, threads=threads)
         self.index.check_model(bundle, config.index, dim=int(self.model.output_shape[-1]))
         # in hops of the running pipeline (inference.hop_s may differ from the bundle's)
-        self.every_hops = max(1, round(config.every_s / hop_s))
-        self.recent: Any = deque(maxlen=max(1, round(config.window_s / hop_s)))
+        self.every_hops = max(1, round(config.every_s / inference_hop_s))
+        self.recent: Any = deque(maxlen=max(1, round(config.window_s / inference_hop_s)))
         self.hops = 0
         self.current: dict[str, Any] | None = None
 
@@ -103,7 +104,7 @@ def build(ctx: SinkContext) -> SoundsLike | None:
         return None
     try:
         return SoundsLike(config.similarity, ctx.bundle, config.inference.threads,
-                          ctx.pipeline.hop_s)
+                          ctx.pipeline.inference_hop_s)
     except GenreEdgeError as exc:
         log.error("sounds like is off: %s", exc)
         return None
