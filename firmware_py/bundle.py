@@ -51,17 +51,12 @@ MAX_NAME_CHARS = 64
 FIX = "re-create it with 'genre-edge convert' or re-install genre-edge"
 
 
-@dataclass
-class Bundle:
-    path: Path
-    labels: list[str]
+class HopGeometry:
+    """The window and the inference hop in front-end frames, for anything with a
+    ``frontend`` and an ``inference_hop_s`` (a bundle, a training run's record)."""
+
     frontend: FrontendParams
-    inference_hop_s: float  # the manifest's inference.hop_s: seconds between inferences
-    smoothing: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    name: str = ""
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inference_hop_s: float
 
     @property
     def window_frames(self) -> int:
@@ -75,6 +70,19 @@ class Bundle:
     def framed_inference_hop_s(self) -> float:
         """The inference hop as ``listen`` runs it: whole front-end frames, in seconds."""
         return self.inference_hop_frames * self.frontend.frame_hop_s
+
+
+@dataclass
+class Bundle(HopGeometry):
+    path: Path
+    labels: list[str]
+    frontend: FrontendParams
+    inference_hop_s: float  # the manifest's inference.hop_s: seconds between inferences
+    smoothing: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def file(self, key: str = "model") -> Path | None:
         entry = self.files.get(key)

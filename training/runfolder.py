@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware_py.bundle import MAX_HOP_S, hop_frames_for, hop_s_ok, name_ok
+from firmware_py.bundle import MAX_HOP_S, HopGeometry, hop_s_ok, name_ok
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 from firmware_py.files import open_regular, read_regular_bytes
@@ -150,7 +150,7 @@ def _check_model(path: Path) -> None:
 
 
 @dataclass(frozen=True)
-class RunRecord:
+class RunRecord(HopGeometry):
     """A training run as ``run.json`` describes it, checked and typed.
 
     Attributes
@@ -198,14 +198,6 @@ class RunRecord:
     @property
     def model_path(self) -> Path:
         return self.folder / MODEL
-
-    @property
-    def window_frames(self) -> int:
-        return self.frontend.window_frames
-
-    @property
-    def inference_hop_frames(self) -> int:
-        return hop_frames_for(self.inference_hop_s, self.frontend)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A report key of run.json (``best_epoch``, ``teacher``, ...) or ``default``."""
