@@ -83,6 +83,10 @@ class Bundle(HopGeometry):
     metrics: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The interpreter load_bundle checked, with the open_model() arguments it was opened
+    # with: the first matching open_model() takes it (no second copy in memory).
+    checked_model: tuple[tuple[Any, ...], Any] | None = field(
+        default=None, init=False, repr=False, compare=False)  # not copied by replace()
 
     def file(self, key: str = "model") -> Path | None:
         entry = self.files.get(key)
@@ -105,9 +109,9 @@ class Bundle(HopGeometry):
         """
         from .inference import Model
 
-        validated = self.__dict__.pop("_validated", None)
-        if validated is not None and validated[0] == (which, threads, edgetpu, backend, xnnpack):
-            return validated[1]  # the interpreter load_bundle checked: no second copy in memory
+        checked, self.checked_model = self.checked_model, None
+        if checked is not None and checked[0] == (which, threads, edgetpu, backend, xnnpack):
+            return checked[1]  # the interpreter load_bundle checked: no second copy in memory
         use_tpu_model = edgetpu and which == "model" and "edgetpu_model" in self.files
         key = "edgetpu_model" if use_tpu_model else which
         path = self.file(key)
@@ -191,7 +195,7 @@ def _require(cond: bool, message: str) -> None:
         raise BundleError(message)
 
 
-def read_manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:
+def read_bundle_manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:
     root = Path(path)
     if root.is_file() and root.name == MANIFEST:
         root = root.parent
@@ -233,7 +237,7 @@ def _smoothing_defaults(root: Path, values: Any) -> dict[str, Any]:
 
 def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
     """Read and validate a bundle; with ``check_model`` also load the model to check shapes."""
-    root, data = read_manifest(path)
+    root, data = read_bundle_manifest(path)
     version = data.get("schema_version")
     _require(
         isinstance(version, int) and not isinstance(version, bool),  # true == 1 in Python
@@ -333,7 +337,7 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
             bundle.open_model(which="embedding")  # checked, then freed
         # Loads the interpreter and checks shapes (raises on a mismatch); the first
         # open_model() with default arguments gets this very interpreter.
-        bundle.__dict__["_validated"] = (("model", 1, None, None, True), bundle.open_model())
+        bundle.checked_model = (("model", 1, None, None, True), bundle.open_model())
     return bundle
 
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .audio import RingBuffer, check_finite
+from .audio import RingBuffer
 from .bundle import Bundle, hop_frames_for
 from .errors import AudioError
 from .features import StreamingLogMel
 from .level import level_dbfs
+from .resample import check_finite
 from .smoothing import SmoothedState, Smoother, SmoothingParams
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .audio import AUDIO_SUFFIXES
 from .bundle import Bundle, BundleError
 from .errors import GenreEdgeError, brief, skip_reason
 from .files import open_regular, path_problem
@@ -34,8 +35,6 @@ from .text import display
 
 INDEX_FORMAT = "genre-edge-index"
 INDEX_VERSION = 1
-#: What ``index`` picks up in a folder (soundfile decodes them; WAV also without it).
-AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3"})
 RECONVERT = "re-convert the bundle with genre-edge convert"
 
 

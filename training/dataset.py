@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_py.audio import AUDIO_SUFFIXES
 from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
@@ -60,17 +61,16 @@ from .runfolder import RunRecord, read_run
 from .windows import eval_windows, pad_to, random_crops
 
 __all__ = [
-    "AUDIO_EXTENSIONS", "MIN_TRACKS_PER_GENRE", "SPLITS", "SPLITS_FILE", "CacheStats",
+    "AUDIO_SUFFIXES", "MIN_TRACKS_PER_GENRE", "SPLITS", "SPLITS_FILE", "CacheStats",
     "DatasetSpec", "Entry", "Track", "assign_splits", "build_cache", "cache_entry_ok",
     "cache_file", "cache_key", "check_disjoint", "default_cache_dir", "eval_windows",
     "find_manifest", "load_cached", "load_run_splits", "named_splits", "pad_to",
-    "prepare_dataset", "progress_bar", "random_crops", "read_manifest", "save_npy_atomic",
+    "prepare_dataset", "progress_bar", "random_crops", "read_track_manifest", "save_npy_atomic",
     "scan_tree", "select_genres", "to_tracks", "write_run_splits",
 ]
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".opus", ".mp3", ".au", ".aiff", ".aif")
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                   "validation": "val", "dev": "val", "test": "test", "testing": "test"}
@@ -109,7 +109,7 @@ def scan_tree(data_dir: Path) -> list[Entry]:
     entries = []
     for genre_dir in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for f in sorted(genre_dir.rglob("*")):
-            if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS:
+            if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES:
                 entries.append(Entry(_track_id(f.relative_to(data_dir)), genre_dir.name, f))
     if not entries:
         raise GenreEdgeError(
@@ -119,7 +119,7 @@ def scan_tree(data_dir: Path) -> list[Entry]:
     return entries
 
 
-def read_manifest(data_dir: Path, manifest: Path) -> list[Entry]:
+def read_track_manifest(data_dir: Path, manifest: Path) -> list[Entry]:
     """Rows ``path,genre[,split]``; paths relative to ``data_dir``."""
     with open(manifest, newline="") as fh:
         reader = csv.DictReader(fh)
@@ -194,7 +194,7 @@ def _named_split_lists(name: str) -> dict[str, set[str]]:
 def _gtzan_key(name: str) -> str:
     """``blues/blues.00012.wav`` -> ``blues.00012``: layout- and extension-independent."""
     stem = Path(name).name
-    for ext in AUDIO_EXTENSIONS:
+    for ext in AUDIO_SUFFIXES:
         if stem.lower().endswith(ext):
             return stem[: -len(ext)]
     return stem
@@ -339,7 +339,7 @@ def prepare_dataset(
         raise GenreEdgeError(f"data folder not found: {data}: check --data")
     data = data.resolve()
     man = find_manifest(data, manifest)
-    entries = read_manifest(data, man) if man else scan_tree(data)
+    entries = read_track_manifest(data, man) if man else scan_tree(data)
     chosen = select_genres(entries, genres, min_clips)
     entries = [e for e in entries if e.genre in chosen]
     if split is None:

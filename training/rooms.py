@@ -231,13 +231,13 @@ def rir_bank(seed: int, n: int, sim: RoomSim, fs: int, cache_dir: Path | None) -
 
 
 def _audio_files(folder: Path, what: str, flag: str) -> list[Path]:
-    from .dataset import AUDIO_EXTENSIONS
+    from .dataset import AUDIO_SUFFIXES
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise GenreEdgeError(f"{flag} {folder} is not a folder: give a folder of {what}")
     files = sorted(p for p in folder.rglob("*") if p.is_file()
-                   and p.suffix.lower() in AUDIO_EXTENSIONS)
+                   and p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise GenreEdgeError(f"{flag} {folder} holds no audio files: put {what} "
                              "(wav, flac, ...) in it")

@@ -131,7 +131,7 @@ def resample_figures(audio: np.ndarray, sample_rate: int, repeats: int) -> dict[
     """The stage before the front-end on a microphone: libsoxr's streaming resampler from
     48 kHz in listen's 0.1 s blocks, against the former polyphase FIR, same process, same
     audio (the clip brought to 48 kHz; the cost does not depend on the content)."""
-    from ..audio import RESAMPLER_ID, StreamingResampler, resample
+    from ..resample import RESAMPLER_ID, StreamingResampler, resample
     from .polyphase import PolyphaseResampler
     from .stages import resample_cpu_ms_per_audio_s
 

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..audio import rate_ratio
+from ..resample import rate_ratio
 
 #: Entries of the (outputs x taps) gather matrix one step builds (~1 MB each of indices,
 #: samples and taps): a step takes as many input samples as keep it this size.

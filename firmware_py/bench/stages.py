@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import RESAMPLER_ID, StreamingResampler
 from ..bundle import Bundle
 from ..errors import AudioError, DeviceError, GenreEdgeError
 from ..features import FrontendParams, StreamingLogMel, logmel
 from ..inference import EDGETPU_LIBRARY
+from ..resample import RESAMPLER_ID, StreamingResampler
 from .common import failed, gc_paused, loop_to, not_present, summarize_ms, time_calls
 from .polyphase import PolyphaseResampler
 

@@ -16,7 +16,7 @@ microphone stream itself is closed by the iterating code on its way out (or by
 The microphone is read through ``sounddevice`` (PortAudio): the device is chosen by
 index or name substring, opened at a rate it supports (the model rate first, then its
 default rate, then 48000/44100/32000/22050 Hz), mixed down to mono and resampled with
-:class:`~firmware_py.audio.StreamingResampler`. The PortAudio callback only copies the
+:class:`~firmware_py.resample.StreamingResampler`. The PortAudio callback only copies the
 block into a bounded queue: it never blocks, and when the device loop falls behind the
 newest blocks are dropped and counted. A device that goes away (unplugged: the stream
 stops, or no audio arrives for ``stall_timeout_s``) is closed and reopened every

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import StreamingResampler
 from ..errors import DeviceError
+from ..resample import StreamingResampler
 from .base import WAKE, Source
 from .settings import device_spec
 
