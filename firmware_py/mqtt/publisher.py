@@ -25,6 +25,7 @@ from .connection import (
     tls_message,
     tls_mismatch,
 )
+from .lifecycle import Lifecycle, LinkState
 from .messages import Outgoing, encode, state_document, utc_timestamp
 from .session import STOP_POLL_S, Session
 
@@ -62,9 +63,9 @@ class MqttPublisher(Session):
         :meth:`publish_state`, end within ~0.1 s of it being set; ``start`` then returns
         quietly and :meth:`stop` says ``offline`` as best it can.
         """
-        if self._started:
+        if self._lifecycle is not Lifecycle.NEW:
             raise RuntimeError("MqttPublisher.start() called twice")
-        self._started = True
+        self._lifecycle = Lifecycle.RUNNING
         self._stop_event = stop
         client = self._make_client()
         self._client = client
@@ -102,13 +103,15 @@ class MqttPublisher(Session):
         if not tcp_up:
             return
         with self._cond:
-            while not (self._ready or self._refusal is not None or self._unanswered
+            while not (self._link_state is LinkState.READY or self._refusal is not None
+                       or self._unanswered
                        or self._stopping()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(min(remaining, STOP_POLL_S))  # a signal cannot notify us
-            ready, refusal, unanswered = self._ready, self._refusal, self._unanswered
+            ready = self._link_state is LinkState.READY
+            refusal, unanswered = self._refusal, self._unanswered
             self._start_waiting = False
         if refusal is not None:
             self._abort()
@@ -140,7 +143,7 @@ class MqttPublisher(Session):
         """
         payload = encode(state_document(state, self.model_name))
         with self._cond:
-            if self._closing:
+            if self._lifecycle is Lifecycle.CLOSING:
                 self._warn_closed()
                 return
             # Connected but the queue is full: the producer outruns the broker's PUBACKs
@@ -149,7 +152,8 @@ class MqttPublisher(Session):
             # After one fruitless wait, stop waiting until the sender moves again: a
             # silently dead link (no FIN, found only by keepalive) must not stall every hop.
             deadline = time.monotonic() + self.settings.max_block_s
-            while (self._ready and not self._stalled and not self._closing
+            while (self._link_state is LinkState.READY and not self._stalled
+                   and self._lifecycle is not Lifecycle.CLOSING
                    and len(self._queue) >= self.settings.queue_size and not self._stopping()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -174,9 +178,9 @@ class MqttPublisher(Session):
         doc["mqtt"] = self.counters
         payload = encode(doc)
         with self._cond:
-            if self._closing:
+            if self._lifecycle is Lifecycle.CLOSING:
                 return
-            if not self._ready:
+            if self._link_state is not LinkState.READY:
                 self._n["stats_skipped"] += 1
                 return
             self._enqueue(Outgoing(self.settings.stats_topic, payload, False, "stats"))
@@ -205,9 +209,9 @@ class MqttPublisher(Session):
         broker process, and nothing else would ever correct it.
         """
         with self._cond:
-            if self._closing:
+            if self._lifecycle is Lifecycle.CLOSING:
                 return
-            self._closing = True
+            self._lifecycle = Lifecycle.CLOSING
             self._cond.notify_all()
         deadline = time.monotonic() + timeout_s
         client = self._client
@@ -222,14 +226,15 @@ class MqttPublisher(Session):
             return
         with self._cond:
             drain_until = time.monotonic() + timeout_s / 2
-            while self._ready and (self._queue or self._unacked):
+            while self._link_state is LinkState.READY and (self._queue or self._unacked):
                 remaining = drain_until - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            # Not _ready: between CONNACK and the PUBACK of "online" we must still
+            # Not only READY: between CONNACK and the PUBACK of "online" we must still
             # overwrite that "online".
-            connected, left = self._connected, len(self._queue) + len(self._unacked)
+            connected = self._link_state is not LinkState.DOWN
+            left = len(self._queue) + len(self._unacked)
         self._stop_sender()
         if left:
             log.warning("MQTT: stopping with %d state/stats message(s) not delivered", left)
@@ -243,7 +248,8 @@ class MqttPublisher(Session):
                 pass  # connection gone meanwhile: the second connection below says it
             said = info.is_published()
         with self._cond:
-            self._ready = False
+            if self._link_state is LinkState.READY:  # the sender has stopped: no more sends
+                self._link_state = LinkState.CONNECTED
         client.disconnect()  # before the farewell: paho must not reconnect behind its back
         if not said:
             said = farewell(self.settings, max(FAREWELL_MIN_S, deadline - time.monotonic()), self._on_log)

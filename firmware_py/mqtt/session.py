@@ -30,6 +30,7 @@ from .connection import (
     tls_mismatch,
 )
 from .discovery import discovery_messages
+from .lifecycle import Lifecycle, LinkState
 from .messages import Outgoing, encode
 from .settings import MqttSettings
 
@@ -42,7 +43,13 @@ STOP_POLL_S = 0.1
 
 
 class Session:
-    """Connection state, delivery bookkeeping and paho callbacks of one publisher."""
+    """Connection state, delivery bookkeeping and paho callbacks of one publisher.
+
+    The connection is one :class:`LinkState` (DOWN -> CONNECTED on CONNACK -> READY on the
+    PUBACK of "online" -> DOWN on disconnect) and the publisher's life one
+    :class:`Lifecycle` (NEW -> RUNNING -> CLOSING); the other flags only remember what
+    was already logged once per outage.
+    """
 
     def __init__(
         self,
@@ -68,20 +75,18 @@ class Session:
         # and never calls on_publish for them: they leave _unacked on disconnect instead,
         # or they would hold in-flight slots for ever (and stall the sender at max_inflight).
         self._unacked_qos0: set[int] = set()
-        self._link = 0  # connection generation: +1 on every disconnect
+        self._generation = 0  # connection generation: +1 on every disconnect
         self._early_acks: set[int] = set()  # PUBACK seen before the publisher registered the mid
         self._last_state: bytes | None = None
         self._online_mid: int | None = None
-        self._ready = False  # connected and our "online" acknowledged: the sender may run
+        self._link_state = LinkState.DOWN
+        self._lifecycle = Lifecycle.NEW
         self._stalled = False  # a producer waited max_block_s for room in vain
-        self._connected = False  # CONNACK accepted (ready follows one round trip later)
         self._refusal: mqtt.ReasonCode | None = None
-        self._started = False
         self._start_waiting = False  # start() reports refusals itself; later ones are logged
         self._unanswered = False  # the broker closed the link before any CONNACK (start)
         self._stop_event: threading.Event | None = None
         self._connect_worker: threading.Thread | None = None
-        self._closing = False
         self._sender_exit = False
         self._sender: threading.Thread | None = None
         self._down_since: float | None = None
@@ -99,7 +104,7 @@ class Session:
     def connected(self) -> bool:
         """True while the broker has accepted us and acknowledged our ``online``."""
         with self._lock:
-            return self._ready
+            return self._link_state is LinkState.READY
 
     @property
     def counters(self) -> dict[str, int]:
@@ -116,7 +121,7 @@ class Session:
             out = dict(self._n)
             out["queued"] = len(self._queue)
             out["inflight"] = len(self._unacked)
-            out["connected"] = int(self._ready)
+            out["connected"] = int(self._link_state is LinkState.READY)
             return out
 
     def discovery_messages(self) -> list[tuple[str, dict[str, Any]]]:
@@ -181,14 +186,14 @@ class Session:
             if first and not self._start_waiting:
                 log.error("%s; retrying", refusal_message(self.settings, reason_code))
             return
-        if self._closing:
+        if self._lifecycle is Lifecycle.CLOSING:
             # stop() ran while this connect was under way: leave "offline", not "online".
             client.publish(self.settings.availability_topic, b"offline", qos=1, retain=True)
             client.disconnect()
             return
         with self._cond:
             self._refusal = None
-            self._connected = True
+            self._link_state = LinkState.CONNECTED
             self._n["connects"] += 1
             reconnect = self._n["connects"] > 1 or self._down_since is not None
             if self._n["connects"] > 1:
@@ -252,15 +257,14 @@ class Session:
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any,
                        reason_code: mqtt.ReasonCode, _properties: Any) -> None:
         with self._cond:
-            was_ready = self._ready
-            if not self._connected and self._start_waiting:
+            was_ready = self._link_state is LinkState.READY
+            if self._link_state is LinkState.DOWN and self._start_waiting:
                 self._unanswered = True
-            self._ready = False
-            self._connected = False
+            self._link_state = LinkState.DOWN
             self._online_mid = None
-            closing = self._closing
+            closing = self._lifecycle is Lifecycle.CLOSING
             # paho discards unsent QoS 0 packets with the connection, without on_publish.
-            self._link += 1
+            self._generation += 1
             for mid in self._unacked_qos0:
                 if self._unacked.pop(mid, None) is not None:
                     self._n["dropped"] += 1
@@ -286,9 +290,9 @@ class Session:
                 return
             self._unacked_qos0.discard(mid)
             self._count_ack(kind)
-            if mid == self._online_mid and not self._closing:
+            if mid == self._online_mid and self._lifecycle is not Lifecycle.CLOSING:
                 self._online_mid = None
-                self._ready = True
+                self._link_state = LinkState.READY
             self._cond.notify_all()
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -333,7 +337,8 @@ class Session:
             self._n["dropped"] += 1
             if not self._warned_drop:
                 self._warned_drop = True  # once per outage; the reconnect log has the total
-                why = "outruns the broker" if self._ready else "while the broker is away"
+                why = ("outruns the broker" if self._link_state is LinkState.READY
+                       else "while the broker is away")
                 log.warning("MQTT: queue full (%d messages) %s; dropping the oldest "
                             "(dropped so far: %d)", self.settings.queue_size, why,
                             self._n["dropped"])
@@ -345,7 +350,8 @@ class Session:
         while True:
             with self._cond:
                 while not self._sender_exit and not (
-                    self._ready and self._queue and len(self._unacked) < self.settings.max_inflight
+                    self._link_state is LinkState.READY and self._queue
+                    and len(self._unacked) < self.settings.max_inflight
                 ):
                     self._cond.wait()
                 if self._sender_exit:
@@ -355,7 +361,7 @@ class Session:
                 self._cond.notify_all()  # a producer may wait for room (publish_state)
                 payload = self._last_state if item.kind == "last_state" else item.payload
                 kind = "state" if item.kind == "last_state" else item.kind
-                link = self._link
+                link = self._generation
             client = self._client
             if client is None or payload is None:
                 continue
@@ -385,7 +391,7 @@ class Session:
                 self._early_acks.discard(mid)
                 self._count_ack(kind)
                 self._cond.notify_all()
-            elif qos0_link is not None and qos0_link != self._link:
+            elif qos0_link is not None and qos0_link != self._generation:
                 # The link it was sent on died before we got here: paho has already
                 # discarded the packet (no on_publish will come).
                 self._n["dropped"] += 1
@@ -409,7 +415,7 @@ class Session:
 
     def _abort(self) -> None:
         with self._cond:
-            self._closing = True
+            self._lifecycle = Lifecycle.CLOSING
         self._stop_sender()
         client = self._client
         if client is not None:
