@@ -28,8 +28,8 @@ from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
 from .dataset import DatasetSpec, Track, eval_windows, write_run_splits
-from .metrics import summarize
 from .sampler import WindowSampler, band_stats, class_weights
+from .selection import EpochSelector, selection_key
 from .tf_setup import (
     configure_tensorflow,
     distribution_strategy,
@@ -83,17 +83,6 @@ def predict_tracks(model: Any, tracks: Sequence[Track], window_frames: int, hop_
 
 def _path(text: str | None) -> Path | None:
     return Path(text).expanduser() if text else None
-
-
-def selection_key(row: dict[str, Any]) -> tuple[float, float, float]:
-    """How epochs are ranked: validation track accuracy, then window accuracy, then lower
-    loss; with in-room validation each is the mean of the clean and the in-room figure
-    (the device hears rooms, the reports show clean files too)."""
-    if "val_room_track_accuracy" in row:
-        return (0.5 * (row["val_track_accuracy"] + row["val_room_track_accuracy"]),
-                0.5 * (row["val_window_accuracy"] + row["val_room_window_accuracy"]),
-                -0.5 * (row["val_loss"] + row["val_room_loss"]))
-    return (row["val_track_accuracy"], row["val_window_accuracy"], -row["val_loss"])
 
 
 def calibrate_saved_model(model_path: Path, tracks: Sequence[Any], window_frames: int,
@@ -168,109 +157,36 @@ def train(
     tf = configure_tensorflow(cfg.threads)
     import keras
 
-    from .models import PRESETS, band_norm_layer, build_model
+    from .models import PRESETS
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
-    preset = PRESETS[cfg.arch]
-    n_labels = len(labels)
-    wf = frontend.window_frames
+    n_labels, wf = len(labels), frontend.window_frames
     hop_frames = hop_frames_for(cfg.inference_hop_s, frontend)
-
     train_tracks, val_tracks = splits["train"], splits["val"]
     features = [np.ascontiguousarray(t.features(), dtype=np.float32) for t in train_tracks]
     mean, std = band_stats(train_tracks)
     weights = class_weights([t.label for t in train_tracks], n_labels)
     if cfg.balance:
         weights = np.ones_like(weights)
-    soft, teacher_report, soft_hop, hints = None, None, 100.0, None
-    if cfg.hint > 0 and (not cfg.teacher or cfg.augment.mixup_p > 0):
-        raise GenreEdgeError("--hint needs --teacher and no mixup: add --teacher "
-                             "musicnn-msd, or drop --hint")
-    if cfg.teacher:
-        from .teacher import soft_targets, teacher_hop_s
-
-        raw: list[np.ndarray] = []
-        soft, teacher_report = soft_targets(
-            splits, n_labels, cfg.teacher, seed=cfg.seed, l2=cfg.teacher_l2,
-            temperature=cfg.distill_temperature, progress=bool(verbose),
-            embeddings_out=raw if cfg.hint > 0 else None)
-        soft_hop = teacher_hop_s() / frontend.frame_hop_s
-        if cfg.hint > 0:
-            stacked = np.concatenate(raw)
-            mu, sd = stacked.mean(0), np.maximum(stacked.std(0), 1e-3)
-            hints = [((e - mu) / sd).astype(np.float32) for e in raw]
-        if verbose:
-            print("teacher " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                         for k, v in teacher_report.items()), flush=True)
-    variants, val_room = None, []
-    if cfg.rooms > 0:
-        from .room_features import room_tracks
-        from .rooms import room_set
-
-        train_rooms = room_set("train", frontend.sample_rate, cache_dir, rir_dir=_path(cfg.rir_dir),
-                               noise_dir=_path(cfg.noise_dir))
-        rendered = room_tracks(train_tracks, train_rooms, cfg.rooms, dtype="float16")
-        variants = [[r.features() for r in rendered[i * cfg.rooms : (i + 1) * cfg.rooms]]
-                    for i in range(len(train_tracks))]
-        if cfg.val_rooms > 0:
-            val_room = room_tracks(val_tracks, room_set("val", frontend.sample_rate, cache_dir),
-                                   cfg.val_rooms)
+    soft, teacher_report, soft_hop, hints = _teacher_targets(cfg, splits, n_labels, frontend,
+                                                             verbose)
+    variants, val_room = _room_renderings(cfg, frontend, cache_dir, train_tracks, val_tracks)
     sampler = WindowSampler(features, [t.label for t in train_tracks], n_labels, wf, cfg,
                             frontend, weights, soft=soft, soft_hop_frames=soft_hop,
                             variants=variants, hints=hints)
-
     strategy = distribution_strategy(tf, cfg.distribute)
     mixed = use_mixed_precision(tf, cfg.mixed_precision)
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
-    sig = (
-        tf.TensorSpec((cfg.batch_size, wf, frontend.n_mels, 1), tf.float32),
-        tf.TensorSpec((cfg.batch_size, n_labels), tf.float32),
-        tf.TensorSpec((cfg.batch_size,), tf.float32),
-    )
-    if hints is not None:
-        hint_dim = int(hints[0].shape[1])
-        sig = (sig[0], (sig[1], tf.TensorSpec((cfg.batch_size, hint_dim), tf.float32)),
-               (sig[2], sig[2]))
-    ds = tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=sig)
-    if strategy.num_replicas_in_sync > 1:
-        ds = ds.unbatch().batch(global_batch, drop_remainder=True)
-    ds = ds.prefetch(4)
-    steps = sampler.steps_per_epoch if strategy.num_replicas_in_sync == 1 else max(
-        1, sampler.per_epoch // global_batch)
-
+    ds, steps, global_batch = _input_pipeline(tf, sampler, cfg, frontend, n_labels, hints,
+                                              strategy)
+    preset = PRESETS[cfg.arch]
     peak_lr = cfg.learning_rate or preset.learning_rate
-    total_steps = steps * cfg.epochs
-    warmup = int(min(total_steps // 2, steps * cfg.warmup_epochs))
     with strategy.scope():
-        model = build_model(cfg.arch, wf, frontend.n_mels, n_labels)
-        band_norm_layer(model).set_stats(mean, std)
-        if cfg.budget_min:
-            schedule = peak_lr  # a variable that TimeBudget moves along the wall clock
-        else:
-            schedule = keras.optimizers.schedules.CosineDecay(
-                peak_lr * 0.05 if warmup else peak_lr, max(1, total_steps - warmup), alpha=0.01,
-                warmup_target=peak_lr if warmup else None, warmup_steps=warmup)
-        cce = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-        if hints is None:
-            trainee = model
-            losses, weights_, metrics = cce, None, [keras.metrics.CategoricalAccuracy(name="acc")]
-        else:
-            # The hint head reads the pooled features the classifier reads; it is left
-            # behind when the model is exported (only ``model`` is saved).
-            pooled = model.get_layer("logits").input
-            hint_out = keras.layers.Dense(hint_dim, name="hint", dtype="float32")(pooled)
-            trainee = keras.Model(model.input, [model.output, hint_out], name="with_hint")
-            losses, weights_ = [cce, keras.losses.MeanSquaredError()], [1.0, cfg.hint]
-            metrics = [[keras.metrics.CategoricalAccuracy(name="acc")], []]
-        trainee.compile(
-            optimizer=make_optimizer(keras, preset.optimizer, schedule, cfg.weight_decay, cfg.ema),
-            loss=losses, loss_weights=weights_, metrics=metrics,
-        )
-
+        model, trainee = _compiled_model(keras, cfg, frontend, n_labels, mean, std, steps,
+                                         peak_lr, hints)
     n_params = int(model.count_params())
     if verbose:
         print(f"{cfg.arch}: {n_params:,} parameters, input {wf}x{frontend.n_mels}, labels {list(labels)}; "
@@ -279,76 +195,33 @@ def train(
               f"{'mixed float16' if mixed else 'float32'} on "
               f"{strategy.num_replicas_in_sync} replica(s)", flush=True)
 
-    history: list[dict[str, Any]] = []
-    state = {"best": None, "best_epoch": 0, "waited": 0}
     model_path = out / "model.keras"
+    selector = EpochSelector(
+        predict=lambda tracks: predict_tracks(model, tracks, wf, hop_frames),
+        save_best=lambda: export_float32(model, cfg.arch, wf, frontend.n_mels, n_labels,
+                                         model_path),
+        val_tracks=val_tracks, val_room=val_room, labels=labels, out=out, cfg=cfg,
+        verbose=bool(verbose), t_start=t_start)
 
-    class TrackLevelCheckpoint(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            t0 = time.time()
-            probs = predict_tracks(model, val_tracks, wf, hop_frames)
-            m = summarize(probs, [t.label for t in val_tracks], labels)
-            room = None
-            if val_room:
-                room = summarize(predict_tracks(model, val_room, wf, hop_frames),
-                                 [t.label for t in val_room], labels)
-            row = {
-                "epoch": epoch + 1,
-                "loss": float((logs or {}).get("loss", float("nan"))),
-                "acc": float((logs or {}).get("acc", (logs or {}).get("probs_acc", float("nan")))),
-                "val_window_accuracy": m["window_accuracy"],
-                "val_track_accuracy": m["track_accuracy_mean_vote"],
-                "val_track_accuracy_majority": m["track_accuracy_majority_vote"],
-                "val_loss": m["window_loss"],
-                "lr": float(keras.ops.convert_to_numpy(
-                    self.model.optimizer.learning_rate)),
-                "elapsed_s": time.time() - t_start,
-            }
-            if room is not None:
-                row.update(val_room_window_accuracy=room["window_accuracy"],
-                           val_room_track_accuracy=room["track_accuracy_mean_vote"],
-                           val_room_loss=room["window_loss"])
-            history.append(row)
-            key = selection_key(row)
-            improved = state["best"] is None or key > state["best"]
-            if improved:
-                state.update(best=key, best_epoch=epoch + 1, waited=0)
-                export_float32(model, cfg.arch, wf, frontend.n_mels, n_labels, model_path)
-            else:
-                state["waited"] += 1
-            (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-            if verbose:
-                print(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['loss']:.3f}  acc {row['acc']:.3f}  "
-                      f"val window {row['val_window_accuracy']:.3f}  val track {row['val_track_accuracy']:.3f} "
-                      f"(majority {row['val_track_accuracy_majority']:.3f})  val loss {row['val_loss']:.3f}  "
-                      + (f"in-room val window {row['val_room_window_accuracy']:.3f} track "
-                         f"{row['val_room_track_accuracy']:.3f}  " if room is not None else "")
-                      + f"lr {row['lr']:.2e}  [{time.time() - t0:.1f} s eval, {row['elapsed_s']:.0f} s]"
-                      f"{'  *best' if improved else ''}", flush=True)
-            min_epochs = cfg.min_epochs if cfg.min_epochs is not None else cfg.epochs // 2
-            if cfg.budget_min:
-                pass  # the wall clock ends it (TimeBudget), not patience
-            elif state["waited"] >= cfg.patience and epoch + 1 >= min_epochs:
-                if verbose:
-                    print(f"early stop: no better validation track accuracy for {cfg.patience} epochs",
-                          flush=True)
-                self.model.stop_training = True
+    def end_of_epoch(epoch: int, logs: dict[str, Any] | None) -> None:
+        lr = float(keras.ops.convert_to_numpy(trainee.optimizer.learning_rate))
+        if selector.end_of_epoch(epoch, logs, lr):
+            trainee.stop_training = True
 
     # Our dataset is shuffled by the sampler; Keras warns about its own shuffle flag.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     fit_verbose = 0 if not verbose else (1 if sys.stdout.isatty() else 0)
     trainee.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, verbose=fit_verbose,
-              callbacks=[
-                  # EMA weights in the model from the end of each epoch (validation and
-                  # checkpoint) to the start of the next; must run before the checkpoint.
-                  *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []),
-                  *([time_budget(keras, 60.0 * cfg.budget_min, peak_lr, t_start)]
-                    if cfg.budget_min else []),
-                  TrackLevelCheckpoint()])
+                callbacks=[
+                    # EMA weights in the model from the end of each epoch (validation and
+                    # checkpoint) to the start of the next; must run before the checkpoint.
+                    *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []),
+                    *([time_budget(keras, 60.0 * cfg.budget_min, peak_lr, t_start)]
+                      if cfg.budget_min else []),
+                    keras.callbacks.LambdaCallback(on_epoch_end=end_of_epoch)])
     if mixed:
         keras.mixed_precision.set_global_policy("float32")
 
-    best = history[state["best_epoch"] - 1]
     calibration = None
     if cfg.calibrate:
         calibration = calibrate_saved_model(model_path, [*val_tracks, *val_room], wf, hop_frames)
@@ -356,6 +229,7 @@ def train(
             print(f"calibration: temperature {calibration['temperature']:.3f}, validation window "
                   f"ECE {calibration['val_ece_before']:.3f} -> {calibration['val_ece_after']:.3f}",
                   flush=True)
+    best = selector.best_row
     run = {
         "labels": list(labels),
         "frontend": frontend.to_dict(),
@@ -368,8 +242,8 @@ def train(
         "tracks": {part: len(v) for part, v in splits.items()},
         "train": cfg.to_dict(),
         "parameters": n_params,
-        "best_epoch": state["best_epoch"],
-        "epochs_run": len(history),
+        "best_epoch": selector.best_epoch,
+        "epochs_run": len(selector.history),
         "val": {k: best[k] for k in ("val_window_accuracy", "val_track_accuracy",
                                      "val_track_accuracy_majority", "val_loss",
                                      "val_room_window_accuracy", "val_room_track_accuracy",
@@ -384,3 +258,109 @@ def train(
     write_run_splits(out, splits)
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     return run
+
+
+def _teacher_targets(cfg: TrainConfig, splits: dict[str, list[Track]], n_labels: int,
+                     frontend: FrontendParams, verbose: int) -> tuple[Any, Any, float, Any]:
+    """The teacher's soft targets (``--teacher``) and embeddings to hint (``--hint``):
+    ``(soft, report, teacher hop in student frames, hints)``, all None without a teacher."""
+    if cfg.hint > 0 and (not cfg.teacher or cfg.augment.mixup_p > 0):
+        raise GenreEdgeError("--hint needs --teacher and no mixup: add --teacher "
+                             "musicnn-msd, or drop --hint")
+    if not cfg.teacher:
+        return None, None, 100.0, None
+    from .teacher import soft_targets, teacher_hop_s
+
+    raw: list[np.ndarray] = []
+    soft, report = soft_targets(
+        splits, n_labels, cfg.teacher, seed=cfg.seed, l2=cfg.teacher_l2,
+        temperature=cfg.distill_temperature, progress=bool(verbose),
+        embeddings_out=raw if cfg.hint > 0 else None)
+    hints = None
+    if cfg.hint > 0:
+        stacked = np.concatenate(raw)
+        mu, sd = stacked.mean(0), np.maximum(stacked.std(0), 1e-3)
+        hints = [((e - mu) / sd).astype(np.float32) for e in raw]
+    if verbose:
+        print("teacher " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in report.items()), flush=True)
+    return soft, report, teacher_hop_s() / frontend.frame_hop_s, hints
+
+
+def _room_renderings(cfg: TrainConfig, frontend: FrontendParams, cache_dir: Path,
+                     train_tracks: list[Track], val_tracks: list[Track]) -> tuple[Any, list[Any]]:
+    """``--rooms``: per training track its renderings' features, and the validation tracks
+    rendered in the validation rooms (``([], [])``-like Nones without rooms)."""
+    if cfg.rooms <= 0:
+        return None, []
+    from .room_features import room_tracks
+    from .rooms import room_set
+
+    train_rooms = room_set("train", frontend.sample_rate, cache_dir, rir_dir=_path(cfg.rir_dir),
+                           noise_dir=_path(cfg.noise_dir))
+    rendered = room_tracks(train_tracks, train_rooms, cfg.rooms, dtype="float16")
+    variants = [[r.features() for r in rendered[i * cfg.rooms : (i + 1) * cfg.rooms]]
+                for i in range(len(train_tracks))]
+    val_room: list[Any] = []
+    if cfg.val_rooms > 0:
+        val_room = room_tracks(val_tracks, room_set("val", frontend.sample_rate, cache_dir),
+                               cfg.val_rooms)
+    return variants, val_room
+
+
+def _input_pipeline(tf: Any, sampler: WindowSampler, cfg: TrainConfig, frontend: FrontendParams,
+                    n_labels: int, hints: Any, strategy: Any) -> tuple[Any, int, int]:
+    """The sampler as a ``tf.data`` pipeline: ``(dataset, steps per epoch, global batch)``."""
+    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+    sig = (
+        tf.TensorSpec((cfg.batch_size, frontend.window_frames, frontend.n_mels, 1), tf.float32),
+        tf.TensorSpec((cfg.batch_size, n_labels), tf.float32),
+        tf.TensorSpec((cfg.batch_size,), tf.float32),
+    )
+    if hints is not None:
+        hint_dim = int(hints[0].shape[1])
+        sig = (sig[0], (sig[1], tf.TensorSpec((cfg.batch_size, hint_dim), tf.float32)),
+               (sig[2], sig[2]))
+    ds = tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=sig)
+    if strategy.num_replicas_in_sync > 1:
+        ds = ds.unbatch().batch(global_batch, drop_remainder=True)
+    steps = sampler.steps_per_epoch if strategy.num_replicas_in_sync == 1 else max(
+        1, sampler.per_epoch // global_batch)
+    return ds.prefetch(4), steps, global_batch
+
+
+def _compiled_model(keras: Any, cfg: TrainConfig, frontend: FrontendParams, n_labels: int,
+                    mean: np.ndarray, std: np.ndarray, steps: int, peak_lr: float,
+                    hints: Any) -> tuple[Any, Any]:
+    """``(model, trainee)``: the preset with the training set's band statistics, and what
+    is fitted (the model itself, or with ``--hint`` the model plus a hint head that is
+    left behind when the model is exported), compiled with the schedule."""
+    from .models import PRESETS, band_norm_layer, build_model
+
+    model = build_model(cfg.arch, frontend.window_frames, frontend.n_mels, n_labels)
+    band_norm_layer(model).set_stats(mean, std)
+    total_steps = steps * cfg.epochs
+    warmup = int(min(total_steps // 2, steps * cfg.warmup_epochs))
+    if cfg.budget_min:
+        schedule = peak_lr  # a variable that TimeBudget moves along the wall clock
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            peak_lr * 0.05 if warmup else peak_lr, max(1, total_steps - warmup), alpha=0.01,
+            warmup_target=peak_lr if warmup else None, warmup_steps=warmup)
+    cce = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    if hints is None:
+        trainee = model
+        losses, loss_weights, metrics = cce, None, [keras.metrics.CategoricalAccuracy(name="acc")]
+    else:
+        # The hint head reads the pooled features the classifier reads.
+        pooled = model.get_layer("logits").input
+        hint_out = keras.layers.Dense(int(hints[0].shape[1]), name="hint", dtype="float32")(pooled)
+        trainee = keras.Model(model.input, [model.output, hint_out], name="with_hint")
+        losses, loss_weights = [cce, keras.losses.MeanSquaredError()], [1.0, cfg.hint]
+        metrics = [[keras.metrics.CategoricalAccuracy(name="acc")], []]
+    trainee.compile(
+        optimizer=make_optimizer(keras, PRESETS[cfg.arch].optimizer, schedule, cfg.weight_decay,
+                                 cfg.ema),
+        loss=losses, loss_weights=loss_weights, metrics=metrics,
+    )
+    return model, trainee
