@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 from firmware_py.cli import Command
 from firmware_py.errors import GenreEdgeError
@@ -193,29 +194,56 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
 
 
 def _train_run(args: argparse.Namespace) -> int:
-    from firmware_py.features import DEFAULT_PARAMS
+    """``genre-edge train``: check the flags, cache the features (and rooms), fit, report."""
+    t0 = time.time()
+    out = _checked_out_folder(args)
+    spec, splits, frontend, cache_dir = _prepared_splits(args, out, t0)
+    from .fit import train
 
-    from .augment import AugmentParams
-    from .dataset import build_cache, check_disjoint, default_cache_dir, prepare_dataset, to_tracks
+    run = train(spec, splits, list(spec.genres), frontend, out, _train_config(args), cache_dir=cache_dir,
+                verbose=0 if args.quiet else 1)
+    if not args.no_evaluate:
+        from .evaluate import evaluate_run
 
+        for split in ("val", "test"):
+            evaluate_run(out, split, verbose=0 if args.quiet else 1)
+    if not args.quiet:
+        print(f"run written to {out} (best epoch {run['best_epoch']}, {time.time() - t0:.0f} s in all)")
+    return 0
+
+
+def _checked_out_folder(args: argparse.Namespace) -> Path:
+    """Flag combinations and the output folders, checked before any decoding (a bad path
+    or a flag that does nothing must not cost minutes first)."""
     if not args.teacher:
         for flag, key in (("--distill", "distill"), ("--distill-temperature", "distill_temperature"),
                           ("--teacher-l2", "teacher_l2"), ("--hint", "hint")):
             if getattr(args, key) != TRAIN_DEFAULTS[key]:
                 raise GenreEdgeError(f"{flag} only applies with a teacher: add --teacher "
                                      f"{TEACHER_NAMES[0]} or drop {flag}")
+    if (args.rir_dir or args.noise_dir) and not args.rooms:
+        raise GenreEdgeError("--rir-dir/--noise-dir only apply with --rooms: add --rooms 4")
     out = Path(args.out)
     if (out / "run.json").exists() and not args.overwrite:
         raise GenreEdgeError(f"{out} already holds a training run: choose another --out or pass --overwrite")
     for folder, flag in ((out, "--out"), (Path(args.cache).expanduser() if args.cache else None, "--cache")):
         if folder is None:
             continue
-        try:  # before any decoding: a bad path must not cost minutes first
+        try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GenreEdgeError(f"cannot use {flag} {folder} ({exc.strerror}): choose a writable "
                                  "folder") from None
-    t0 = time.time()
+    return out
+
+
+def _prepared_splits(args: argparse.Namespace, out: Path, t0: float) -> tuple[Any, dict, Any, Path]:
+    """The dataset's track-level splits with their features (and room renderings) cached:
+    ``(spec, splits, frontend, cache_dir)``; tracks that cannot be decoded are dropped."""
+    from firmware_py.features import DEFAULT_PARAMS
+
+    from .dataset import build_cache, check_disjoint, default_cache_dir, prepare_dataset, to_tracks
+
     genres = [g.strip() for g in args.genres.split(",") if g.strip()] if args.genres else None
     spec, parts = prepare_dataset(
         args.data, manifest=args.manifest, genres=genres, min_clips=args.min_clips,
@@ -226,13 +254,12 @@ def _train_run(args: argparse.Namespace) -> int:
         window_frames=args.window_frames or ARCH_WINDOW_FRAMES[args.arch],
         n_mels=args.n_mels or DEFAULT_PARAMS.n_mels, compression=args.compression)
     cache_dir = Path(args.cache).expanduser().resolve() if args.cache else default_cache_dir()
-    labels = list(spec.genres)
-    splits = to_tracks(parts, labels, frontend, cache_dir)
+    splits = to_tracks(parts, list(spec.genres), frontend, cache_dir)
     check_disjoint(splits)
     if args.overwrite:
         clear_run_folder(out)
-    every = [t for part in splits.values() for t in part]
-    stats = build_cache(every, workers=args.workers, progress=not args.quiet)
+    stats = build_cache([t for part in splits.values() for t in part], workers=args.workers,
+                        progress=not args.quiet)
     if stats.failed:
         bad = set(stats.failed)
         splits = {k: [t for t in v if str(t.path) not in bad] for k, v in splits.items()}
@@ -242,19 +269,20 @@ def _train_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"features: {stats.decoded} decoded, {stats.cached} from cache, {len(stats.failed)} "
               f"unreadable ({time.time() - t0:.0f} s) in {cache_dir}", flush=True)
-
     if args.rooms:
         splits = _render_rooms(args, splits, frontend, cache_dir)
-    elif args.rir_dir or args.noise_dir:
-        raise GenreEdgeError("--rir-dir/--noise-dir only apply with --rooms: add --rooms 4")
+    return spec, splits, frontend, cache_dir
 
-    from .fit import TrainConfig, train
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """The flags as a :class:`~training.train_config.TrainConfig`."""
+    from .train_config import AugmentParams
 
     aug = (AugmentParams.none() if args.no_augment
            else AugmentParams(room_p=args.room_p, mixup_p=args.mixup_p))
     if args.no_mixup:
         aug = dataclasses.replace(aug, mixup_alpha=0.0, mixup_p=0.0)
-    cfg = TrainConfig(
+    return TrainConfig(
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
         crops_per_track=args.crops_per_track, learning_rate=args.lr, patience=args.patience,
         seed=args.seed, threads=args.threads, distribute=args.distribute,
@@ -263,16 +291,6 @@ def _train_run(args: argparse.Namespace) -> int:
         teacher_l2=args.teacher_l2, hint=args.hint, rooms=args.rooms, clean_p=args.clean_p,
         val_rooms=args.val_rooms, rir_dir=args.rir_dir, noise_dir=args.noise_dir,
         calibrate=not args.no_calibrate, budget_min=args.budget_min or 0.0, augment=aug)
-    run = train(spec, splits, labels, frontend, out, cfg, cache_dir=cache_dir,
-                verbose=0 if args.quiet else 1)
-    if not args.no_evaluate:
-        from .evaluate import evaluate_run
-
-        for split in ("val", "test"):
-            evaluate_run(out, split, verbose=0 if args.quiet else 1)
-    if not args.quiet:
-        print(f"run written to {out} (best epoch {run['best_epoch']}, {time.time() - t0:.0f} s in all)")
-    return 0
 
 
 def _render_rooms(args: argparse.Namespace, splits: dict, frontend, cache_dir: Path) -> dict:
