@@ -176,7 +176,7 @@ for i, (x, y) in enumerate(zip(a, b)):
     labels = list(x["probabilities"])
     assert x["genre"] == y["genre"], (x, y)
     assert set(labels) == set(y["probabilities"])
-    wins = windows(arm_logmel[f"arr_{i}"], bundle.frontend.window_frames, bundle.hop_frames)
+    wins = windows(arm_logmel[f"arr_{i}"], bundle.frontend.window_frames, bundle.inference_hop_frames)
     mean = dict(zip(bundle.labels, model.predict_many(wins).mean(axis=0)))
     code = max(abs(x["probabilities"][k] - mean[k]) for k in labels)
     full = max(abs(x["probabilities"][k] - y["probabilities"][k]) for k in labels)
