@@ -102,28 +102,28 @@ def key_fields(cls: type) -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(cls) if is_key(f)]
 
 
-def restart_needed(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """The dotted keys whose value differs between two settings trees (dataclasses of
-    dataclasses, like the configuration) and that only a restart applies: every key not
-    declared ``live``; fields that are no keys (:func:`tuning`) are skipped unless they
-    are declared ``live`` (the ``smoothing`` overrides)."""
-    out: list[str] = []
-    for spec in dataclasses.fields(old):
-        a, b = getattr(old, spec.name), getattr(new, spec.name)
-        if dataclasses.is_dataclass(a) and not isinstance(a, type):
-            out += restart_needed(a, b, f"{prefix}{spec.name}.")
-        elif is_key(spec) and not declared(spec, "live") and a != b:
-            out.append(prefix + spec.name)
-    return out
-
-
-def live_keys(tree: Any, prefix: str = "") -> list[str]:
-    """The dotted names of every field of a settings tree declared ``live``."""
-    out: list[str] = []
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, dataclasses.Field[Any], Any]]:
+    """``(dotted name, field, value)`` of every field of a settings tree (dataclasses of
+    dataclasses, like the configuration) that holds no dataclass itself, in field order."""
+    out: list[tuple[str, dataclasses.Field[Any], Any]] = []
     for spec in dataclasses.fields(tree):
         value = getattr(tree, spec.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            out += live_keys(value, f"{prefix}{spec.name}.")
-        elif declared(spec, "live"):
-            out.append(prefix + spec.name)
+            out += _leaves(value, f"{prefix}{spec.name}.")
+        else:
+            out.append((prefix + spec.name, spec, value))
     return out
+
+
+def restart_needed(old: Any, new: Any) -> list[str]:
+    """The dotted keys whose value differs between two settings trees and that only a
+    restart applies: every key not declared ``live``; fields that are no keys
+    (:func:`tuning`) are skipped unless they are declared ``live`` (the ``smoothing``
+    overrides)."""
+    return [name for (name, spec, a), (_, _, b) in zip(_leaves(old), _leaves(new), strict=True)
+            if is_key(spec) and not declared(spec, "live") and a != b]
+
+
+def live_keys(tree: Any) -> list[str]:
+    """The dotted names of every field of a settings tree declared ``live``."""
+    return [name for name, spec, _ in _leaves(tree) if declared(spec, "live")]

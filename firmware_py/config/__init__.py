@@ -91,10 +91,19 @@ REDACTED = "***"
 #: environment or flag; PATH_MAX is 4096).
 MAX_CONFIG_BYTES = 1 << 20
 
-#: Every ``[section]`` but ``[smoothing]``, by name: the device's own (source, inference)
-#: and those the sinks declare (:data:`firmware_py.sinks.SETTINGS`), in that order.
+#: Every section's declaring class, in the order the example file and ``--help`` show
+#: them: the device's own (source, inference, smoothing), then those the sinks declare
+#: (:data:`firmware_py.sinks.SETTINGS`).
+_DECLARED: dict[str, type] = {
+    cls.SECTION: cls
+    for cls in (SourceConfig, InferenceConfig, SmoothingParams, *sinks.SETTINGS)
+}
+#: Every section name, in that order.
+ALL_SECTIONS = tuple(_DECLARED)
+#: The sections that are attributes of :class:`Config` (all but ``[smoothing]``, whose
+#: keys are overrides of the bundle's defaults, kept in ``Config.smoothing``).
 SECTIONS: dict[str, type] = {
-    cls.SECTION: cls for cls in (SourceConfig, InferenceConfig, *sinks.SETTINGS)
+    name: cls for name, cls in _DECLARED.items() if cls is not SmoothingParams
 }
 
 
@@ -156,9 +165,6 @@ def _compose() -> type:
 #: The whole configuration (a dataclass composed from the declared sections).
 Config: Any = _compose()
 _TOP_LEVEL = tuple(f.name for f in key_fields(TopLevel))
-#: Every section, in the order the example file and ``--help`` show them.
-ALL_SECTIONS = (SourceConfig.SECTION, InferenceConfig.SECTION, SmoothingParams.SECTION,
-                 *(cls.SECTION for cls in sinks.SETTINGS))
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -167,11 +173,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def section_class(section: str) -> type | None:
     """The class declaring ``[section]`` (``""``: the top-level keys); None if none does."""
-    if section == "":
-        return TopLevel
-    if section == SmoothingParams.SECTION:
-        return SmoothingParams
-    return SECTIONS.get(section)
+    return TopLevel if section == "" else _DECLARED.get(section)
 
 
 def key_spec(key: str) -> dataclasses.Field[Any] | None:
