@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 
@@ -74,6 +75,4 @@ def utc_timestamp() -> str:
     """Now as ISO 8601 UTC with milliseconds and ``+00:00`` (``2026-12-01T10:00:00.000+00:00``):
     the one timestamp format of every document the device publishes (states and stats;
     Python 3.10's ``datetime.fromisoformat`` reads it, unlike a ``Z`` suffix)."""
-    from datetime import datetime, timezone
-
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

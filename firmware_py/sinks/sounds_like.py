@@ -63,8 +63,10 @@ class SoundsLike(Sink):
 
     def __init__(self, config: Any, bundle: Bundle, threads: int,
                  inference_hop_s: float) -> None:
-        from ..similarity import Index, open_embedding_model
+        from ..similarity import Index, open_embedding_model, pool_windows
+        from ..smoothing import SILENCE
 
+        self._pool, self._silence = pool_windows, SILENCE  # resolved once, not per hop
         self.index = Index.load(config.index)
         self.model = open_embedding_model(bundle, threads=threads)
         self.index.check_model(bundle, config.index, dim=int(self.model.output_shape[-1]))
@@ -75,24 +77,18 @@ class SoundsLike(Sink):
         self.current: dict[str, Any] | None = None
 
     def update(self, window: np.ndarray, silent: bool) -> dict[str, Any] | None:
-        import numpy as np
-
-        from ..similarity import pool_windows
-
         if not silent:
             self.recent.append(self.model.predict(window))
         self.hops += 1
         if self.recent and self.hops % self.every_hops == 0:
-            best = self.index.query(pool_windows(np.stack(self.recent)), top=1)
+            best = self.index.query(self._pool(list(self.recent)), top=1)
             if best:
                 self.current = {"path": Path(best[0].path).name,
                                 "similarity": round(float(best[0].similarity), 4)}
         return self.current
 
     def contribute(self, result: HopResult) -> Mapping[str, Any]:
-        from ..smoothing import SILENCE
-
-        return {"sounds_like": self.update(result.window, result.state.genre == SILENCE)}
+        return {"sounds_like": self.update(result.window, result.state.genre == self._silence)}
 
 
 def build(ctx: SinkContext) -> SoundsLike | None:
