@@ -268,15 +268,13 @@ def convert_run(
     train_cfg = run.train
     if int(train_cfg.get("rooms") or 0) > 0:
         # The device hears rooms: calibrate the int8 ranges on clean and in-room windows.
-        from training.room_features import room_tracks
-        from training.rooms import room_set
+        from training.room_features import training_renderings
 
-        train_rooms = room_set("train", frontend.sample_rate,
-                               run.cache_dir,
-                               rir_dir=Path(train_cfg["rir_dir"]) if train_cfg.get("rir_dir") else None,
-                               noise_dir=Path(train_cfg["noise_dir"]) if train_cfg.get("noise_dir") else None)
-        calibration_tracks += room_tracks(splits["train"], train_rooms, int(train_cfg["rooms"]),
-                                          dtype="float16")
+        _, rendered, _ = training_renderings(
+            splits["train"], [], frontend.sample_rate, run.cache_dir,
+            rooms=int(train_cfg["rooms"]), val_rooms=0, rir_dir=train_cfg.get("rir_dir"),
+            noise_dir=train_cfg.get("noise_dir"))
+        calibration_tracks += rendered
     rep = representative_windows(calibration_tracks, len(labels), frontend.window_frames,
                                  representative, seed)
     log.info("calibrating on %d representative windows", len(rep))

@@ -296,18 +296,14 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 def _render_rooms(args: argparse.Namespace, splits: dict, frontend, cache_dir: Path) -> dict:
     """Render (and cache) the training and validation rooms before TensorFlow loads (the
     renderers fork); tracks that cannot be rendered are dropped from every split."""
-    from .room_features import build_room_cache, room_tracks
-    from .rooms import room_set
+    from .room_features import build_room_cache, training_renderings
 
     t0 = time.time()
-    rir = Path(args.rir_dir).expanduser() if args.rir_dir else None
-    noise = Path(args.noise_dir).expanduser() if args.noise_dir else None
-    train_rooms = room_set("train", frontend.sample_rate, cache_dir, rir_dir=rir, noise_dir=noise)
-    items = room_tracks(splits["train"], train_rooms, args.rooms, dtype="float16")
-    if args.val_rooms:
-        items += room_tracks(splits["val"], room_set("val", frontend.sample_rate, cache_dir),
-                             args.val_rooms)
-    failed = build_room_cache(items, workers=args.workers, progress=not args.quiet)
+    train_rooms, items, val_items = training_renderings(
+        splits["train"], splits["val"], frontend.sample_rate, cache_dir, rooms=args.rooms,
+        val_rooms=args.val_rooms, rir_dir=args.rir_dir, noise_dir=args.noise_dir)
+    failed = build_room_cache([*items, *val_items], workers=args.workers,
+                              progress=not args.quiet)
     if failed:
         splits = {k: [t for t in v if str(t.path) not in failed] for k, v in splits.items()}
     if not args.quiet:

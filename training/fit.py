@@ -81,10 +81,6 @@ def predict_tracks(model: Any, tracks: Sequence[Track], window_frames: int, hop_
     return out
 
 
-def _path(text: str | None) -> Path | None:
-    return Path(text).expanduser() if text else None
-
-
 def calibrate_saved_model(model_path: Path, tracks: Sequence[Any], window_frames: int,
                           hop_frames: int) -> dict[str, Any]:
     """Fit a temperature on ``tracks``' windows and fold it into ``model_path``'s last dense
@@ -290,21 +286,16 @@ def _teacher_targets(cfg: TrainConfig, splits: dict[str, list[Track]], n_labels:
 def _room_renderings(cfg: TrainConfig, frontend: FrontendParams, cache_dir: Path,
                      train_tracks: list[Track], val_tracks: list[Track]) -> tuple[Any, list[Any]]:
     """``--rooms``: per training track its renderings' features, and the validation tracks
-    rendered in the validation rooms (``([], [])``-like Nones without rooms)."""
+    rendered in the validation rooms (``(None, [])`` without rooms)."""
     if cfg.rooms <= 0:
         return None, []
-    from .room_features import room_tracks
-    from .rooms import room_set
+    from .room_features import training_renderings
 
-    train_rooms = room_set("train", frontend.sample_rate, cache_dir, rir_dir=_path(cfg.rir_dir),
-                           noise_dir=_path(cfg.noise_dir))
-    rendered = room_tracks(train_tracks, train_rooms, cfg.rooms, dtype="float16")
+    _, rendered, val_room = training_renderings(
+        train_tracks, val_tracks, frontend.sample_rate, cache_dir, rooms=cfg.rooms,
+        val_rooms=cfg.val_rooms, rir_dir=cfg.rir_dir, noise_dir=cfg.noise_dir)
     variants = [[r.features() for r in rendered[i * cfg.rooms : (i + 1) * cfg.rooms]]
                 for i in range(len(train_tracks))]
-    val_room: list[Any] = []
-    if cfg.val_rooms > 0:
-        val_room = room_tracks(val_tracks, room_set("val", frontend.sample_rate, cache_dir),
-                               cfg.val_rooms)
     return variants, val_room
 
 

@@ -88,6 +88,28 @@ def room_tracks(tracks: Sequence[Track], rooms: RoomSet, per_track: int,
     return out
 
 
+def training_renderings(train: Sequence[Track], val: Sequence[Track], fs: int,
+                        cache_dir: Path, *, rooms: int, val_rooms: int,
+                        rir_dir: str | Path | None = None, noise_dir: str | Path | None = None,
+                        ) -> tuple[RoomSet, list[RoomTrack], list[RoomTrack]]:
+    """The renderings a training run uses: ``rooms`` per training track in the training
+    rooms (float16; ``rir_dir``/``noise_dir``: the user's recordings), ``val_rooms`` per
+    validation track in the validation rooms: ``(training rooms, train items, val items)``.
+    ``genre-edge train`` renders and caches them before TensorFlow loads; the fit and the
+    converter's calibration read the same items."""
+    from .rooms import room_set
+
+    def folder(text: str | Path | None) -> Path | None:
+        return Path(text).expanduser() if text else None
+
+    train_rooms = room_set("train", fs, cache_dir, rir_dir=folder(rir_dir),
+                           noise_dir=folder(noise_dir))
+    items = room_tracks(train, train_rooms, rooms, dtype="float16")
+    val_items = (room_tracks(val, room_set("val", fs, cache_dir), val_rooms)
+                 if val_rooms > 0 else [])
+    return train_rooms, items, val_items
+
+
 def compute_and_store(items: Sequence[RoomTrack]) -> None:
     """Decode the track once, render every item's condition, store each one's features."""
     from firmware_py.audio import load_audio
