@@ -210,12 +210,16 @@ PCEN_CHUNK_FRAMES = 128
 class PcenState:
     """PCEN's running state: the smoothed energy ``M`` of the last frame, one row.
 
-    ``M[t] = (1 - b) M[t-1] + b E[t]`` (float64), started at the first frame, is computed
-    per chunk of at most :data:`PCEN_CHUNK_FRAMES` frames as one product with a lower-
-    triangular matrix of ``b (1 - b)^(t-j)`` plus the decayed previous state, not a Python
-    loop per frame (the device's 0.1 s blocks are 10 frames). The batch front-end and the
-    streaming one feed it the same mel power frames in the same order, so a file and a live
-    stream of it agree to float64 rounding whatever the chunking (tested <= 1e-5).
+    ``M[t] = (1 - b) M[t-1] + b E[t]``, started at the first frame, is computed per chunk of
+    at most :data:`PCEN_CHUNK_FRAMES` frames as one product with a lower-triangular matrix
+    of ``b (1 - b)^(t-j)`` plus the decayed previous state, not a Python loop per frame
+    (the device's 0.1 s blocks are 10 frames). Everything is float32, in place, with one
+    ``power`` for ``(eps + M)^-gain``: on 10 x 64 values each numpy call costs ~1-2 us of
+    overhead, so the count of calls is the cost (float64 and ``exp(log())`` took twice as
+    long for differences of ~5e-7). The smoother is a stable first-order filter, so float32
+    rounding does not accumulate: the batch front-end and the streaming one, fed the same
+    mel power frames in chunks of other sizes, agree within 1e-5 (tested), and both match
+    ``librosa.pcen`` in float64 within 1e-4 (tested).
     """
 
     def __init__(self, params: FrontendParams) -> None:
@@ -223,8 +227,13 @@ class PcenState:
         b = params.pcen_smoothing
         lag = np.arange(PCEN_CHUNK_FRAMES)
         diff = lag[:, None] - lag[None, :]
-        self._lower = np.where(diff >= 0, b * (1.0 - b) ** np.maximum(diff, 0), 0.0)
-        self._decay = (1.0 - b) ** (lag + 1.0)
+        self._lower = np.where(diff >= 0, b * (1.0 - b) ** np.maximum(diff, 0), 0.0).astype(np.float32)
+        self._decay = ((1.0 - b) ** (lag + 1.0)).astype(np.float32)[:, None]
+        self._eps = np.float32(params.pcen_eps)
+        self._neg_gain = np.float32(-params.pcen_gain)
+        self._bias = np.float32(params.pcen_bias)
+        self._power = np.float32(params.pcen_power)
+        self._offset = np.float32(params.pcen_bias**params.pcen_power)
         self.m: np.ndarray | None = None
 
     def reset(self) -> None:
@@ -232,25 +241,34 @@ class PcenState:
 
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         """``(frames, n_mels)`` mel power -> PCEN frames (float32); advances the state."""
-        p = self.params
-        e = np.asarray(mel, dtype=np.float64)
-        if e.shape[0] == 0:
+        e = np.asarray(mel, dtype=np.float32)
+        n = e.shape[0]
+        if n == 0:
             return np.zeros(e.shape, dtype=np.float32)
         m = self.m if self.m is not None else e[0]
-        smooth = np.empty_like(e)
-        for start in range(0, e.shape[0], PCEN_CHUNK_FRAMES):
-            chunk = e[start : start + PCEN_CHUNK_FRAMES]
-            k = chunk.shape[0]
-            smooth[start : start + k] = self._lower[:k, :k] @ chunk + self._decay[:k, None] * m
-            m = smooth[start + k - 1]
-        self.m = m.copy()
-        # (E / (eps + M)^gain + bias)^power - bias^power
-        x = e * np.exp(-p.pcen_gain * np.log(p.pcen_eps + smooth))
-        if p.pcen_power == 0.5:
-            out = np.sqrt(x + p.pcen_bias) - np.sqrt(p.pcen_bias)
+        if n <= PCEN_CHUNK_FRAMES:  # the streaming case: one product
+            smooth = self._lower[:n, :n] @ e
+            smooth += self._decay[:n] * m
         else:
-            out = (x + p.pcen_bias) ** p.pcen_power - p.pcen_bias**p.pcen_power
-        return out.astype(np.float32)
+            smooth = np.empty_like(e)
+            for start in range(0, n, PCEN_CHUNK_FRAMES):
+                k = min(PCEN_CHUNK_FRAMES, n - start)
+                part = smooth[start : start + k]
+                np.matmul(self._lower[:k, :k], e[start : start + k], out=part)
+                part += self._decay[:k] * m
+                m = part[-1]
+        self.m = smooth[-1].copy()
+        # (E / (eps + M)^gain + bias)^power - bias^power, in place
+        smooth += self._eps
+        np.power(smooth, self._neg_gain, out=smooth)
+        smooth *= e
+        smooth += self._bias
+        if self._power == 0.5:
+            np.sqrt(smooth, out=smooth)
+        else:
+            np.power(smooth, self._power, out=smooth)
+        smooth -= self._offset
+        return smooth
 
 
 _KERNELS: dict[FrontendParams, _Kernel] = {}
