@@ -26,7 +26,7 @@ from .errors import brief
 def setting(default: Any, *, help: str = "", example: Any = None, live: bool = False,  # noqa: A002
             flag: str | None = None, metavar: str | None = None,
             choices: Sequence[Any] | None = None, check: Callable[[Any], Any] | None = None,
-            repr: bool = True) -> Any:  # noqa: A002
+            secret: bool = False) -> Any:
     """A configuration key's dataclass field.
 
     Parameters
@@ -47,13 +47,21 @@ def setting(default: Any, *, help: str = "", example: Any = None, live: bool = F
         ``check(value) -> value``: the key's own rule and normal form (raises
         :class:`~firmware_py.errors.ConfigError` without the key's name; the
         configuration adds it).
-    repr : bool
-        False keeps the value out of ``repr`` (the password).
+    secret : bool
+        The value never appears in ``repr``, in :meth:`Config.redacted` (logs, the
+        published config) or in an error message (the password): :func:`is_secret`.
     """
     meta: dict[str, Any] = {"help": help, "example": example, "live": live, "flag": flag,
                             "metavar": metavar, "choices": tuple(choices) if choices else None,
                             "check": check}
-    return dataclasses.field(default=default, repr=repr, metadata=meta)
+    return dataclasses.field(default=default, repr=not secret,
+                             metadata={**meta, "secret": secret})
+
+
+def is_secret(spec: dataclasses.Field[Any]) -> bool:
+    """Whether a setting's value is secret: the one rule that redaction and error messages
+    share (declared ``setting(..., secret=True)``)."""
+    return bool(spec.metadata.get("secret"))
 
 
 def knob(default: Any, low: float, high: float, unit: str = "", **declared: Any) -> Any:

@@ -108,6 +108,8 @@ class UdpSettings:
                                help="Send every state to this host. Default: unset = off.")
     port: int = knob(9999, 1, 65535, help="Its UDP port.")
     genre_only: bool = setting(False, live=True, help="Send only the genre.")
+    token: str | None = setting(None, secret=True, example="change-me",
+                                help="A shared secret (unused here).")
 
 
 SETTINGS = UdpSettings
@@ -175,7 +177,17 @@ def test_a_new_sink_is_one_file_with_its_settings(tmp_path) -> None:
     example = cli("--example-config")
     assert "[udp]" in example and "# port = 9999" in example and "(live)" in example
     printed = json.loads(cli("--config", "config.toml", "--print-config"))
-    assert printed["udp"] == {"host": "127.0.0.1", "port": port, "genre_only": True}
+    assert printed["udp"] == {"host": "127.0.0.1", "port": port, "genre_only": True, "token": None}
+    # a secret declared on the new sink's field is one rule: redacted when printed, and
+    # never echoed by an error message (a PIN-like value without quotes)
+    env["GENRE_EDGE_UDP_TOKEN"] = "s3cr3t-token"
+    assert json.loads(cli("--config", "config.toml", "--print-config"))["udp"]["token"] == "***"
+    del env["GENRE_EDGE_UDP_TOKEN"]
+    (tmp_path / "bad.toml").write_text("[udp]\ntoken = 73914682\n")
+    bad = subprocess.run([*run, "--config", "bad.toml", "--print-config"], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode != 0 and "udp.token" in bad.stderr and "quotes" in bad.stderr
+    assert "73914682" not in bad.stderr + bad.stdout
     cli("--config", "config.toml", "--input", str(DEMO_CLIP), "--fast", "--changes-only")
     first = json.loads(receiver.recv(65536))
     receiver.close()

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import sinks
-from ..bounds import key_fields, setting
+from ..bounds import is_secret, key_fields, setting
 from ..errors import ConfigError, GenreEdgeError
 from ..inference_settings import EDGETPU_KINDS, InferenceConfig
 from ..mqtt.settings import MqttSettings
@@ -136,7 +136,7 @@ class TopLevel:
         data = self.to_dict()
         for name, cls in SECTIONS.items():
             for spec in key_fields(cls):
-                if not spec.repr and data[name][spec.name] is not None:
+                if is_secret(spec) and data[name][spec.name] is not None:
                     data[name][spec.name] = REDACTED
         return data
 

@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any, Union
 
-from ..bounds import range_problem
+from ..bounds import is_secret, range_problem
 from ..errors import ConfigError, brief
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -31,8 +31,13 @@ def type_name(tp: Any) -> str:
 
 
 def secret(key: str) -> bool:
-    """Keys whose values never appear in a message (``mqtt.password``)."""
-    return key.rsplit(".", 1)[-1] == "password"
+    """Whether the dotted ``key``'s value must never appear in a message (``mqtt.password``):
+    its field is declared secret (:func:`~firmware_py.bounds.is_secret`, the rule
+    :meth:`Config.redacted` uses too)."""
+    from . import key_spec  # the declarations; this package has loaded them already
+
+    spec = key_spec(key)
+    return spec is not None and is_secret(spec)
 
 
 def got(value: Any, key: str = "") -> str:

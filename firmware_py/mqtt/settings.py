@@ -52,7 +52,7 @@ class MqttSettings:
     username: str | None = setting(None, example="genre-edge", flag="--username",
                                    help="Broker login name. Default: unset.")
     password: str | None = setting(
-        None, example="change-me", repr=False,
+        None, example="change-me", secret=True,
         help="Broker password. Default: unset. Prefer GENRE_EDGE_MQTT_PASSWORD (never a flag: "
              "other users can read a command line).")
     ca_file: str | None = setting(
