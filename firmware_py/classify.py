@@ -101,8 +101,8 @@ def timeline(result: FileResult, bundle: Bundle, smoothing: dict[str, Any] | Non
 
     params = SmoothingParams.from_dict({**bundle.smoothing, **(smoothing or {})})
     inference_hop_s = bundle.framed_inference_hop_s
-    smoother = Smoother(bundle.labels, params, inference_hop_s)
     window_s = bundle.frontend.window_s
+    smoother = Smoother(bundle.labels, params, inference_hop_s, window_s)
     states = []
     for i, (p, level) in enumerate(
         zip(result.window_probabilities, result.window_levels_dbfs, strict=True)

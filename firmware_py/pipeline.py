@@ -49,7 +49,8 @@ class Pipeline:
         self.inference_hop_frames = hop_frames_for(inference_hop_s or bundle.inference_hop_s, fe)
         self.inference_hop_s = self.inference_hop_frames * fe.frame_hop_s
         self.params = smoothing or SmoothingParams.from_dict(bundle.smoothing)
-        self.smoother = Smoother(bundle.labels, self.params, self.inference_hop_s)
+        self.smoother = Smoother(bundle.labels, self.params, self.inference_hop_s,
+                                 bundle.frontend.window_s)
         # Recent audio with its absolute start sample, for the level of each hop.
         self._tail = np.zeros(0, dtype=np.float32)
         self._tail_start = 0

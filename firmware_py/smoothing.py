@@ -35,6 +35,15 @@ The published state is a genre label, ``"silence"`` or ``"unknown"``:
   changed: classical after rock); a genre the model often confuses with the current song
   takes over only once the segment average itself prefers it (slowly).
 
+* **song gaps** -- between two songs there is usually a fade and a pause: a hop whose level
+  is ``gap_dip_db`` below the music's running level (an exponential average over
+  :data:`MUSIC_LEVEL_S` of the hops that are no dip) is a pause. The model windows that
+  overlap it (``window_s``) are no evidence (half a window of silence is no genre), and the
+  ``gap_follow_s`` seconds after them open the quick path: a convincing new genre then takes
+  over on its own evidence, without the surprise or segment test (the dwell and the
+  hysteresis still apply). Inside a song the slow rules hold back the model's confident
+  error streaks; after a pause the display follows the new song in seconds.
+
 Latency of a genuine change (hop 1 s, model window 3 s): the first window made only of
 the new genre ends 3 s after the switch; the new genre must then win ``min_top_windows``
 of the last ``average_windows`` windows with a mean of at least ``enter_threshold`` and a
@@ -69,13 +78,17 @@ from .level import LEVEL_FLOOR_DBFS, level_dbfs
 from .smoothing_params import MAX_SECONDS, MAX_SEGMENT_WINDOWS, MAX_WINDOWS, SmoothingParams
 
 __all__ = [
-    "LEVEL_FLOOR_DBFS", "MAX_SECONDS", "MAX_SEGMENT_WINDOWS", "MAX_WINDOWS", "SILENCE",
+    "LEVEL_FLOOR_DBFS", "MAX_SECONDS", "MAX_SEGMENT_WINDOWS", "MAX_WINDOWS", "MUSIC_LEVEL_S",
+    "SILENCE",
     "UNKNOWN", "SmoothedState", "Smoother", "SmoothingParams", "changes", "level_dbfs",
     "run_smoother",
 ]
 
 SILENCE = "silence"
 UNKNOWN = "unknown"
+
+#: Time constant (seconds) of the music's running level that a song gap is measured against.
+MUSIC_LEVEL_S = 10.0
 
 
 @dataclass
@@ -120,6 +133,9 @@ class Smoother:
         The knobs (defaults when omitted).
     inference_hop_s : float
         Inference hop in seconds: the expected spacing of ``t_s`` between updates.
+    window_s : float
+        The model window in seconds (a window ending at ``t_s`` began at ``t_s - window_s``):
+        which windows overlap a pause between songs.
 
     Notes
     -----
@@ -130,7 +146,7 @@ class Smoother:
 
     def __init__(
         self, labels: Sequence[str], params: SmoothingParams | None = None,
-        inference_hop_s: float = 1.0
+        inference_hop_s: float = 1.0, window_s: float = 3.0
     ) -> None:
         self.labels = [str(label) for label in labels]
         if not self.labels:
@@ -145,8 +161,11 @@ class Smoother:
         if not (isinstance(hop_s, (int, float)) and math.isfinite(hop_s) and hop_s > 0):
             raise GenreEdgeError(
                 f"inference_hop_s must be a positive number of seconds, got {hop_s!r}")
+        if not (isinstance(window_s, (int, float)) and math.isfinite(window_s) and window_s > 0):
+            raise GenreEdgeError(f"window_s must be a positive number of seconds, got {window_s!r}")
         self.params = params or SmoothingParams()
         self.inference_hop_s = float(hop_s)
+        self.window_s = float(window_s)
         self.ignored_vectors = 0  # malformed or non-finite probability vectors skipped
         self.reset()
 
@@ -161,6 +180,8 @@ class Smoother:
         self._below_since_s: float | None = None  # level below the gate since
         self._weak_since_s: float | None = None  # low confidence since
         self._last_t_s: float | None = None
+        self._music_db: float | None = None  # running level of the music (song gaps)
+        self._pause_t_s: float | None = None  # the end of the last hop that was a pause
 
     def set_params(self, params: SmoothingParams) -> None:
         """New knobs (a config reload) without forgetting the current genre or history."""
@@ -250,12 +271,14 @@ class Smoother:
         else:
             self._below_since_s = None
         gated = self._silent or self._below_since_s is not None
+        # windows that overlap a pause between songs are no evidence
+        overlaps_pause = self._watch_for_pause(level, t_s)
 
         # 2. Evidence: average, then decide (quiet audio is not evidence).
-        if not gated and p is not None:
+        if not gated and not overlaps_pause and p is not None:
             self._history.append(p)
         avg = self.averaged()
-        if not gated and self._history:
+        if not gated and not overlaps_pause and self._history:
             self._decide(avg, t_s)
             if p is not None:
                 a = 1.0 / self.params.segment_windows
@@ -273,6 +296,26 @@ class Smoother:
             changed=genre != previous,
             t_s=t_s,
         )
+
+    def _watch_for_pause(self, level: float, t_s: float) -> bool:
+        """Whether the window ending at ``t_s`` overlaps a pause between songs: a hop well
+        below the music's running level (which the other hops update)."""
+        dip = self.params.gap_dip_db
+        if dip <= 0:
+            return False
+        if self._music_db is not None and level <= self._music_db - dip:
+            self._pause_t_s = t_s
+        else:
+            a = min(1.0, self.inference_hop_s / MUSIC_LEVEL_S)
+            self._music_db = level if self._music_db is None else (1 - a) * self._music_db + a * level
+        # the window [t_s - window_s, t_s] overlaps the pause's hop, which ended at _pause_t_s
+        return self._pause_t_s is not None and t_s - self.window_s < self._pause_t_s - 1e-9
+
+    def _after_pause(self, t_s: float) -> bool:
+        """Within ``gap_follow_s`` of the first window after a pause: the quick path."""
+        if self._pause_t_s is None or self.params.gap_dip_db <= 0:
+            return False
+        return t_s <= self._pause_t_s + self.window_s + self.params.gap_follow_s
 
     def _set(self, genre: str, t_s: float) -> None:
         if genre != self.genre:
@@ -305,11 +348,12 @@ class Smoother:
             # segment average itself has come to prefer it.
             surprising = best_p - float(segment[best]) >= prm.surprise_margin
             settled = int(np.argmax(segment)) == best
+            after_gap = self._after_pause(t_s)
             if (
                 best != shown
                 and convincing
                 and (shown_p < prm.leave_threshold or best_p - shown_p >= prm.switch_margin)
-                and (surprising or settled)
+                and (surprising or settled or after_gap)
                 and not held
             ):
                 self._set(self.labels[best], t_s)
@@ -341,6 +385,7 @@ def run_smoother(
     *,
     params: SmoothingParams | None = None,
     inference_hop_s: float = 1.0,
+    window_s: float = 3.0,
     t0_s: float = 0.0,
 ) -> list[SmoothedState]:
     """Play a sequence of per-hop probability vectors through a fresh :class:`Smoother`.
@@ -354,7 +399,7 @@ def run_smoother(
     t0_s : float
         ``t_s`` of the first hop; hop ``i`` is at ``t0_s + i * inference_hop_s``.
     """
-    smoother = Smoother(labels, params, inference_hop_s)
+    smoother = Smoother(labels, params, inference_hop_s, window_s)
     probs = list(probabilities)
     levels = [-20.0] * len(probs) if levels_dbfs is None else list(levels_dbfs)
     if len(levels) != len(probs):

@@ -83,6 +83,15 @@ class SmoothingParams:
                                        "(the music changed); otherwise only once the segment "
                                        "average prefers it. 1.0 disables the quick path.")
 
+    gap_dip_db: float = knob(0.0, 0.0, -LEVEL_FLOOR_DBFS, " dB", live=True,
+                             help="A hop this many dB quieter than the music's running level "
+                                  "is a pause between songs: the windows that overlap it are "
+                                  "no evidence, and then, for gap_follow_s, a convincing genre "
+                                  "takes over without the surprise or segment test. 0 disables.")
+    gap_follow_s: float = knob(20.0, 0.0, MAX_SECONDS, " seconds", live=True,
+                               help="Seconds after a pause's last window during which the quick "
+                                    "path stays open.")
+
     def __post_init__(self) -> None:
         problems = self.field_problems(dataclasses.asdict(self))
         if not problems:

@@ -422,6 +422,104 @@ def test_a_change_to_the_usual_confusion_is_followed_slowly_but_surely() -> None
     assert states[-1].genre == "pop"
 
 
+# -- song gaps ------------------------------------------------------------------------------
+def _rock_then_pop(rng, pause_dbfs: float | None) -> tuple[list[np.ndarray], list[float], float]:
+    """Two minutes of rock (with its usual "pop" streaks), an optional 2-hop pause at
+    ``pause_dbfs``, then pop: the change the segment average alone follows slowly."""
+    song = _song_with_confusion_streaks(rng, 3, 2, 2)
+    levels = [LOUD_DBFS] * len(song)
+    if pause_dbfs is not None:
+        song += [one_hot(3, 0.4), one_hot(2, 0.4)]  # the windows over the pause: unsure
+        levels += [pause_dbfs, pause_dbfs]
+    boundary_s = len(song) - 1.0
+    pop = scores(rng, 2, 90, 0.6, confusion_rate=0.0)
+    return song + pop, levels + [LOUD_DBFS] * len(pop), boundary_s
+
+
+def _first_after(states, t_s: float) -> tuple[float, str] | None:
+    return next(((t, g) for t, g in changes(states) if t > t_s), None)
+
+
+def test_a_pause_between_songs_opens_the_quick_path() -> None:
+    """Rock -> pop after a pause 15 dB under the music: followed in seconds; the same change
+    without the pause (a hard cut) waits for the segment average; gap_dip_db = 0 turns the
+    rule off; a pause only 5 dB down is no gap."""
+    for seed in range(5):
+        params = SmoothingParams(gap_dip_db=10.0, gap_follow_s=20.0)
+        seq, levels, boundary_s = _rock_then_pop(np.random.default_rng(500 + seed), LOUD_DBFS - 15)
+        after = _first_after(run_smoother(LABELS, seq, levels, params=params), boundary_s)
+        assert after is not None and after[1] == "pop" and after[0] - boundary_s <= 6.0, (seed, after)
+        for other, lv in ((params.replace(gap_dip_db=0.0), levels),
+                          (params, [max(v, LOUD_DBFS - 5) for v in levels])):
+            slow = _first_after(run_smoother(LABELS, seq, lv, params=other), boundary_s)
+            assert slow is None or slow[0] - boundary_s > 10.0, (seed, slow)
+        cut, cut_levels, cut_s = _rock_then_pop(np.random.default_rng(500 + seed), None)
+        slow = _first_after(run_smoother(LABELS, cut, cut_levels, params=params), cut_s)
+        assert slow is None or slow[0] - cut_s > 10.0, (seed, slow)
+
+
+def test_the_quick_path_closes_gap_follow_s_after_the_pause() -> None:
+    """A "pop" streak 40 s after the pause is inside the song again: ridden out."""
+    rng = np.random.default_rng(9)
+    song = _song_with_confusion_streaks(rng, 3, 2, 2)
+    levels = [LOUD_DBFS] * len(song)
+    levels[30] = levels[31] = LOUD_DBFS - 20  # a pause early on, inside the same genre
+    song[71:79] = [one_hot(2, 0.8)] * 8  # a confident streak 40 s later
+    params = SmoothingParams(gap_dip_db=10.0, gap_follow_s=20.0)
+    assert [g for _, g in changes(run_smoother(LABELS, song, levels, params=params))] == ["rock"]
+
+
+def test_a_quiet_passage_does_not_drag_the_music_level_down() -> None:
+    """The running level ignores the dips themselves: a minute of -45 dBFS hops is a pause
+    all along (the quick path opens after its last window), not the new normal."""
+    smoother = Smoother(LABELS, SmoothingParams(gap_dip_db=10.0, gap_follow_s=5.0), HOP_S)
+    for t in range(3, 40):
+        smoother.update(one_hot(3, 0.9), LOUD_DBFS, float(t))
+    for t in range(40, 100):
+        smoother.update(one_hot(3, 0.9), -45.0, float(t))
+    assert smoother._music_db == pytest.approx(LOUD_DBFS, abs=0.5)
+    assert smoother._pause_t_s == 99.0  # the last hop is still a pause
+    assert smoother._after_pause(99.0 + 3.0 + 5.0) and not smoother._after_pause(99.0 + 3.0 + 5.5)
+
+
+def test_windows_that_overlap_a_pause_are_no_evidence() -> None:
+    """Half a window of silence is no genre: the windows over a pause (here: confident
+    "classical", what a fade often looks like to the model) do not move the average, and
+    the same windows without the pause would have switched."""
+    params = SmoothingParams(gap_dip_db=10.0, gap_follow_s=20.0, surprise_margin=0.0)
+    seq = [one_hot(3, 0.9)] * 30 + [one_hot(0, 0.9)] * 5 + [one_hot(3, 0.9)] * 30
+    pause = [LOUD_DBFS] * 30 + [LOUD_DBFS - 30] * 3 + [LOUD_DBFS] * 32
+    states = run_smoother(LABELS, seq, pause, params=params, window_s=3.0)
+    assert [g for _, g in changes(states)] == ["rock"]
+    assert all(s.probabilities["classical"] < 0.5 for s in states)
+    loud = run_smoother(LABELS, seq, [LOUD_DBFS] * len(seq), params=params, window_s=3.0)
+    assert [g for _, g in changes(loud)] == ["rock", "classical", "rock"]
+
+
+def test_the_tuners_songs_have_a_pause_the_gap_rule_sees() -> None:
+    """tune_smoothing joins real clips as a player does (fade, pause, fade): the hop levels it
+    hands the smoother dip far more than the tuning grid's gap_dip_db at each join, and
+    nowhere else by that much on these clips."""
+    from converter.tune_smoothing import FADE_OUT_S, PAUSE_S, as_song, hop_levels
+    from firmware_py.audio import load_audio
+    from firmware_py.bundle import default_bundle_path, load_bundle
+    from tests.paths import clip
+
+    bundle = load_bundle(default_bundle_path(), check_model=False)
+    rate = bundle.frontend.sample_rate
+    a, b = (as_song(load_audio(clip(g, 0, "test"), rate), rate) for g in ("rock", "pop"))
+    audio = np.concatenate([a, b])
+    n = int((audio.shape[0] / rate - bundle.frontend.window_s) / bundle.framed_inference_hop_s) + 1
+    levels = hop_levels(bundle, audio, n)
+    ends_s = bundle.frontend.window_s + np.arange(n) * bundle.framed_inference_hop_s
+    join_s = a.shape[0] / rate
+    at_join = (ends_s > join_s - PAUSE_S) & (ends_s <= join_s + 0.5)
+    music = ends_s < join_s - PAUSE_S - FADE_OUT_S
+    dip_db = 10.0  # the tuning grid's gap_dip_db
+    assert levels[at_join].min() <= np.median(levels[music]) - 3 * dip_db
+    assert levels[music].min() > np.median(levels[music]) - dip_db
+
+
 def test_set_params_keeps_the_state() -> None:
     smoother = Smoother(LABELS, SmoothingParams(), HOP_S)
     for t in range(3, 12):
@@ -448,13 +546,14 @@ def test_tuning_reports_the_models_own_follow_ceiling() -> None:
         rows[new_genre_from:] = scores(rng, r, 40 - new_genre_from, confusion_rate=0.0)
         return np.stack(rows)
 
+    loud = np.full(40, LOUD_DBFS)
     data = {
         "bundle": bundle, "labels": labels,
-        "steady": {"classical": np.stack(scores(rng, c, 120, confusion_rate=0.0))},
+        "steady": {"classical": (np.stack(scores(rng, c, 120, confusion_rate=0.0)), np.full(120, LOUD_DBFS))},
         # window 19 ends 2 s after the boundary; window 24, 7 s after (too late); never
-        "pairs": [("classical", "rock", boundary_s, pair(19)),
-                  ("classical", "rock", boundary_s, pair(24)),
-                  ("classical", "rock", boundary_s, pair(40))],
+        "pairs": [("classical", "rock", boundary_s, pair(19), loud),
+                  ("classical", "rock", boundary_s, pair(24), loud),
+                  ("classical", "rock", boundary_s, pair(40), loud)],
     }
     m = evaluate(data, CLASSIC)
     assert m["follow_6s_ceiling"] == pytest.approx(1 / 3)
