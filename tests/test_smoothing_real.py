@@ -14,19 +14,20 @@ the bundle's defaults (tuned on the *validation* split, clean and in held-out ro
 * real changes: 176 pairs of such clips of two different genres: the delay from the
   boundary to the first publication of the new genre.
 
-Measured with the shipped bundle (test split, clean files): 2.26 changes per 10 minutes
-(target <= 1: **not met**; validation, where the defaults were chosen: 1.29 clean and 3.14
-in held-out rooms, and no point of the tuning grid reaches <= 1 in rooms); 23% of the
-changes followed within 6 s, median 12.0 s. Plain averaging + hysteresis on the same clips:
-13.0 changes per 10 minutes, 57% within 6 s (median 5.0 s). The model's window accuracy
-(60%) leaves confident error streaks of 10-30 windows inside songs (a rock song heard as
-pop or blues), which the smoother's slow path cannot tell from a real change, so steadiness
-is bought with a slow follow; and in 15% of the changes the model puts the new genre on top
-in no window that ends within 6 s of the boundary (``follow_6s_ceiling`` 0.85), which no
-smoother of its votes can repair. Both targets are kept below as strict expected failures,
-so that a better model that meets one turns this file red until the expectation is
-updated. (The previous 4-genre model: 0.95 changes per 10 minutes, 44% within 6 s,
-median 8.9 s, on a 4-genre test split.)
+Measured with the shipped bundle (test split, clean files, hard cuts between clips):
+**0.00 changes per 10 minutes** of steady music (target <= 1: met; validation, where the
+defaults were chosen: 0.00 clean and 0.67 in held-out rooms); the price is a slow follow:
+1% of the real changes published within 6 s, median 39 s. The previous defaults (3
+averaged windows, surprise 0.6) gave 2.26 changes per 10 minutes, 23% within 6 s, median
+12 s; plain averaging + hysteresis 13.0 changes, 57% within 6 s (median 5 s). The model's
+window accuracy (60%) leaves confident error streaks of 10-30 windows inside songs (a rock
+song heard as pop or blues) that a causal smoother cannot tell from a real change, so
+steadiness is bought with follow time; and in 15% of the changes the model puts the new
+genre on top in no window that ends within 6 s of the boundary (``follow_6s_ceiling``
+0.85), which no smoother of its votes can repair. The 6 s follow target stays a strict
+expected failure, so that a better model that meets it turns this file red until the
+expectation is updated. (The previous 4-genre model: 0.95 changes per 10 minutes, 44%
+within 6 s, median 8.9 s, on a 4-genre test split.)
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def shipped(played) -> dict[str, float]:
 
 def test_enough_real_music_is_played(played, shipped) -> None:
     assert shipped["minutes"] >= 40 and shipped["pairs"] >= 30
-    minutes = {g: len(p) * played["bundle"].inference_hop_s / 60 for g, p in played["steady"].items()}
+    minutes = {g: len(p) * played["bundle"].inference_hop_s / 60 for g, (p, _) in played["steady"].items()}
     # classical 31, rock 15, electronic 11 minutes (and 8 of the other genres) with the shipped model
     assert sum(m >= 10 for m in minutes.values()) >= 3, minutes
     assert len(minutes) >= 8, minutes
@@ -62,21 +63,18 @@ def test_enough_real_music_is_played(played, shipped) -> None:
 
 def test_segment_smoothing_is_far_steadier_than_plain_averaging(played, shipped) -> None:
     classic = evaluate(played, CLASSIC)
-    assert shipped["changes_per_10min"] <= 0.4 * classic["changes_per_10min"], (shipped, classic)
-    assert shipped["median_delay_s"] <= 15.0, shipped  # measured 12.0
-    assert shipped["follow_6s"] >= 0.2, shipped  # measured 0.23
+    assert shipped["changes_per_10min"] <= 0.1 * classic["changes_per_10min"], (shipped, classic)
+    # the price of steadiness: a slow follow, but a follow (the second clip of a pair lasts
+    # only 30 s for GTZAN, 60 s for Emotify: a change not published by its end counts as
+    # never followed)
+    assert shipped["median_delay_s"] <= 45.0, shipped  # measured 39.0
+    assert shipped["follow_90s"] >= 0.65, shipped  # measured 0.70 (30 s: 0.34)
 
 
-def test_steady_music_changes_at_most_three_times_per_ten_minutes(shipped) -> None:
-    """What the shipped defaults hold today (a regression guard below the target)."""
-    assert shipped["changes_per_10min"] <= 3.0, shipped  # measured 2.26
-
-
-@pytest.mark.xfail(strict=True, reason="eleven-genre model, window accuracy 60%: measured 2.26 "
-                   "changes per 10 minutes of steady test music (validation: 1.29 clean, 3.14 "
-                   "in rooms; no tuning-grid point reaches 1 in rooms)")
-def test_target_at_most_one_change_per_ten_minutes(shipped) -> None:
-    assert shipped["changes_per_10min"] <= 1.0, shipped
+def test_steady_music_changes_at_most_once_per_ten_minutes(shipped) -> None:
+    """Issue 18's smoothing target, on the test split (the defaults were tuned on
+    validation: 0.00 clean, 0.67 in held-out rooms)."""
+    assert shipped["changes_per_10min"] <= 1.0, shipped  # measured 0.00 over 80 minutes
 
 
 def test_the_model_alone_rules_out_following_every_change_within_six_seconds(shipped) -> None:
@@ -84,9 +82,10 @@ def test_the_model_alone_rules_out_following_every_change_within_six_seconds(shi
     assert shipped["follow_6s"] <= shipped["follow_6s_ceiling"] < 0.99, shipped  # measured 0.85
 
 
-@pytest.mark.xfail(strict=True, reason="model window accuracy 60%: measured 23% of real "
-                   "changes followed within 6 s, median 12.0 s (target: all); the model votes "
-                   "for the new genre within 6 s in only 85% of them")
+@pytest.mark.xfail(strict=True, reason="model window accuracy 60%: measured 1% of real "
+                   "changes followed within 6 s, median 39 s, with the steady defaults (23%, "
+                   "12 s with the previous ones; target: all); the model votes for the new "
+                   "genre within 6 s in only 85% of them")
 def test_target_every_real_change_followed_within_six_seconds(shipped) -> None:
     assert shipped["follow_6s"] >= 0.99
 
@@ -116,7 +115,7 @@ def test_device_pipeline_follows_classical_to_rock(played) -> None:
     boundary_s = a.shape[0] / rate
     assert [s for s in states if s.t_s <= boundary_s][-1].genre == "classical"
     follow = next(s.t_s for s in states if s.t_s > boundary_s and s.genre == "rock")
-    assert follow - boundary_s <= 30.0
+    assert follow - boundary_s <= 60.0  # measured 48 s with the steady defaults
     # the same clips through the offline analysis the figures above come from
     from converter.tune_smoothing import window_probs
     from firmware_py.smoothing import run_smoother
