@@ -207,12 +207,16 @@ def train(
     # Our dataset is shuffled by the sampler; Keras warns about its own shuffle flag.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     fit_verbose = 0 if not verbose else (1 if sys.stdout.isatty() else 0)
+    # --budget-min counts the fitting only, not the teacher targets or room renderings
+    # above (built once and cached: the first run of a comparison must not lose its budget
+    # to them)
+    t_fit = time.time()
     trainee.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, verbose=fit_verbose,
                 callbacks=[
                     # EMA weights in the model from the end of each epoch (validation and
                     # checkpoint) to the start of the next; must run before the checkpoint.
                     *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []),
-                    *([time_budget(keras, 60.0 * cfg.budget_min, peak_lr, t_start)]
+                    *([time_budget(keras, 60.0 * cfg.budget_min, peak_lr, t_fit)]
                       if cfg.budget_min else []),
                     keras.callbacks.LambdaCallback(on_epoch_end=end_of_epoch)])
     if mixed:
