@@ -65,6 +65,7 @@ from ..sources.settings import SourceConfig
 from .values import (
     LOG_LEVELS,
     MAX_TEXT,
+    SECRET_KEYS,
     check_value,
     convert,
     got,
@@ -165,6 +166,10 @@ def _compose() -> type:
 #: The whole configuration (a dataclass composed from the declared sections).
 Config: Any = _compose()
 _TOP_LEVEL = tuple(f.name for f in key_fields(TopLevel))
+# the secret keys, for the messages of config.values (one rule: bounds.is_secret)
+SECRET_KEYS.update(f"{name}.{f.name}" for name, cls in SECTIONS.items()
+                   for f in key_fields(cls) if is_secret(f))
+SECRET_KEYS.update(f.name for f in key_fields(TopLevel) if is_secret(f))
 
 
 def _hints(cls: type) -> dict[str, Any]:

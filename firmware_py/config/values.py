@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any, Union
 
-from ..bounds import is_secret, range_problem
+from ..bounds import range_problem
 from ..errors import ConfigError, brief
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -30,14 +30,15 @@ def type_name(tp: Any) -> str:
     return " or ".join(type_name(a) for a in args)
 
 
-def secret(key: str) -> bool:
-    """Whether the dotted ``key``'s value must never appear in a message (``mqtt.password``):
-    its field is declared secret (:func:`~firmware_py.bounds.is_secret`, the rule
-    :meth:`Config.redacted` uses too)."""
-    from . import key_spec  # the declarations; this package has loaded them already
+#: The dotted keys declared secret (:func:`~firmware_py.bounds.is_secret`, the rule
+#: :meth:`Config.redacted` uses too); :mod:`firmware_py.config` fills it from the
+#: declarations when it composes ``Config`` (this module must not import it).
+SECRET_KEYS: set[str] = set()
 
-    spec = key_spec(key)
-    return spec is not None and is_secret(spec)
+
+def secret(key: str) -> bool:
+    """Whether the dotted ``key``'s value must never appear in a message (``mqtt.password``)."""
+    return key in SECRET_KEYS
 
 
 def got(value: Any, key: str = "") -> str:
