@@ -37,7 +37,8 @@ The published state is a genre label, ``"silence"`` or ``"unknown"``:
 
 * **song gaps** -- between two songs there is usually a fade and a pause: a hop whose level
   is ``gap_dip_db`` below the music's running level (an exponential average over
-  :data:`MUSIC_LEVEL_S` of the hops that are no dip) is a pause. The model windows that
+  :data:`MUSIC_LEVEL_S` of the hops that are no dip) is a pause, for at most
+  :data:`MAX_PAUSE_S` (a longer dip is quieter music: it becomes the running level). The model windows that
   overlap it (``window_s``) are no evidence (half a window of silence is no genre), and the
   ``gap_follow_s`` seconds after them open the quick path: a convincing new genre then takes
   over on its own evidence, without the surprise or segment test (the dwell and the
@@ -78,8 +79,8 @@ from .level import LEVEL_FLOOR_DBFS, level_dbfs
 from .smoothing_params import MAX_SECONDS, MAX_SEGMENT_WINDOWS, MAX_WINDOWS, SmoothingParams
 
 __all__ = [
-    "LEVEL_FLOOR_DBFS", "MAX_SECONDS", "MAX_SEGMENT_WINDOWS", "MAX_WINDOWS", "MUSIC_LEVEL_S",
-    "SILENCE",
+    "LEVEL_FLOOR_DBFS", "MAX_PAUSE_S", "MAX_SECONDS", "MAX_SEGMENT_WINDOWS", "MAX_WINDOWS",
+    "MUSIC_LEVEL_S", "SILENCE",
     "UNKNOWN", "SmoothedState", "Smoother", "SmoothingParams", "changes", "level_dbfs",
     "run_smoother",
 ]
@@ -89,6 +90,9 @@ UNKNOWN = "unknown"
 
 #: Time constant (seconds) of the music's running level that a song gap is measured against.
 MUSIC_LEVEL_S = 10.0
+#: A dip longer than this (seconds) is no pause but quieter music (classical after rock): the
+#: running level takes the new level and the windows are evidence again.
+MAX_PAUSE_S = 4.0
 
 
 @dataclass
@@ -182,6 +186,7 @@ class Smoother:
         self._last_t_s: float | None = None
         self._music_db: float | None = None  # running level of the music (song gaps)
         self._pause_t_s: float | None = None  # the end of the last hop that was a pause
+        self._dip_since_s: float | None = None  # the level has been a dip since then
 
     def set_params(self, params: SmoothingParams) -> None:
         """New knobs (a config reload) without forgetting the current genre or history."""
@@ -304,8 +309,14 @@ class Smoother:
         if dip <= 0:
             return False
         if self._music_db is not None and level <= self._music_db - dip:
-            self._pause_t_s = t_s
+            if self._dip_since_s is None:
+                self._dip_since_s = t_s
+            if t_s - self._dip_since_s < MAX_PAUSE_S:
+                self._pause_t_s = t_s
+            else:  # no pause: quieter music, the new running level
+                self._music_db, self._dip_since_s = level, None
         else:
+            self._dip_since_s = None
             a = min(1.0, self.inference_hop_s / MUSIC_LEVEL_S)
             self._music_db = level if self._music_db is None else (1 - a) * self._music_db + a * level
         # the window [t_s - window_s, t_s] overlaps the pause's hop, which ended at _pause_t_s

@@ -469,17 +469,27 @@ def test_the_quick_path_closes_gap_follow_s_after_the_pause() -> None:
     assert [g for _, g in changes(run_smoother(LABELS, song, levels, params=params))] == ["rock"]
 
 
-def test_a_quiet_passage_does_not_drag_the_music_level_down() -> None:
-    """The running level ignores the dips themselves: a minute of -45 dBFS hops is a pause
-    all along (the quick path opens after its last window), not the new normal."""
-    smoother = Smoother(LABELS, SmoothingParams(gap_dip_db=10.0, gap_follow_s=5.0), HOP_S)
-    for t in range(3, 40):
+def test_quieter_music_after_loud_music_is_no_pause_for_long() -> None:
+    """Classical 20 dB under the rock before it: its first MAX_PAUSE_S of hops look like a
+    pause, then the quiet level is the music's and its windows are evidence: classical is
+    published, not ignored for ever."""
+    from firmware_py.smoothing import MAX_PAUSE_S
+
+    params = SmoothingParams(gap_dip_db=10.0, gap_follow_s=0.0, surprise_margin=0.6)
+    smoother = Smoother(LABELS, params, HOP_S, window_s=3.0)
+    for t in range(3, 60):
         smoother.update(one_hot(3, 0.9), LOUD_DBFS, float(t))
-    for t in range(40, 100):
-        smoother.update(one_hot(3, 0.9), -45.0, float(t))
-    assert smoother._music_db == pytest.approx(LOUD_DBFS, abs=0.5)
-    assert smoother._pause_t_s == 99.0  # the last hop is still a pause
-    assert smoother._after_pause(99.0 + 3.0 + 5.0) and not smoother._after_pause(99.0 + 3.0 + 5.5)
+    assert smoother.genre == "rock"
+    published = None
+    for t in range(60, 120):
+        state = smoother.update(one_hot(0, 0.9), LOUD_DBFS - 20, float(t))
+        if state.genre == "classical" and published is None:
+            published = t
+    assert smoother._music_db == pytest.approx(LOUD_DBFS - 20, abs=0.5)
+    assert published is not None and published - 60 <= MAX_PAUSE_S + 3 + 6, published
+    # the pause ended MAX_PAUSE_S after the dip began; the quick path closed with it
+    assert smoother._pause_t_s == pytest.approx(60 + MAX_PAUSE_S - 1)
+    assert not smoother._after_pause(70.0)
 
 
 def test_windows_that_overlap_a_pause_are_no_evidence() -> None:
