@@ -38,10 +38,17 @@ def int8_figures(run_dir: Path, representative: int = 64) -> dict[str, Any]:
         w = eval_windows(train[i], wf, wf)
         rep.append(w[rng.integers(len(w))][..., None])
     blob = to_int8(model, rep)
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_content=blob, num_threads=1)
-    it.allocate_tensors()
+    xnnpack = True
+    try:
+        it = Interpreter(model_content=blob, num_threads=1)
+        it.allocate_tensors()
+    except RuntimeError:  # seen once: "failed to create XNNPACK runtime": time it without
+        xnnpack = False
+        it = Interpreter(model_content=blob, num_threads=1,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        it.allocate_tensors()
     inp = it.get_input_details()[0]
     it.set_tensor(inp["index"], np.zeros(inp["shape"], dtype=inp["dtype"]))
     for _ in range(3):
@@ -50,7 +57,8 @@ def int8_figures(run_dir: Path, representative: int = 64) -> dict[str, Any]:
     t0 = time.perf_counter()
     for _ in range(n):
         it.invoke()
-    return {"int8_bytes": len(blob), "int8_ms_per_window": (time.perf_counter() - t0) / n * 1000}
+    return {"int8_bytes": len(blob), "int8_ms_per_window": (time.perf_counter() - t0) / n * 1000,
+            "int8_xnnpack": xnnpack}
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
