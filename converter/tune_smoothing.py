@@ -42,8 +42,8 @@ import numpy as np
 
 from firmware_py.audio import load_audio
 from firmware_py.bundle import load_bundle
+from firmware_py.classify import window_levels_dbfs
 from firmware_py.features import logmel, windows
-from firmware_py.level import level_dbfs
 from firmware_py.smoothing import SmoothingParams, run_smoother
 
 #: The follow goal: a real genre change published within this many seconds.
@@ -76,15 +76,6 @@ def window_probs(bundle: Any, model: Any, audio: np.ndarray) -> np.ndarray:
     """The model's probabilities for every window of ``audio`` at the bundle's hop."""
     fe = bundle.frontend
     return model.predict_many(windows(logmel(audio, fe), fe.window_frames, bundle.inference_hop_frames))
-
-
-def hop_levels(bundle: Any, audio: np.ndarray, count: int) -> np.ndarray:
-    """The level of the hop of audio that ends with each of the first ``count`` windows,
-    as the device's pipeline measures it (``listen``'s level for the smoother)."""
-    fe = bundle.frontend
-    hop = round(bundle.framed_inference_hop_s * fe.sample_rate)
-    ends = (fe.window_s + np.arange(count) * bundle.framed_inference_hop_s) * fe.sample_rate
-    return np.array([level_dbfs(audio[max(0, int(round(e)) - hop) : int(round(e))]) for e in ends])
 
 
 def as_song(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -132,10 +123,15 @@ def prepare(bundle_dir: str, data: str, split: str, pairs_per_genre_pair: int = 
         tracks.append((r["genre"], audio, right))
     correct = [(g, a) for g, a, right in tracks if right]
 
+    fe = bundle.frontend
+    hop_samples = bundle.inference_hop_frames * fe.hop_length
+    win_samples = int(round(fe.window_s * sr))
+
     def stream(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Window probabilities and each window's newest-hop level (what listen measures)."""
         audio = np.concatenate(parts)
         probs = window_probs(bundle, model, audio)
-        return probs, hop_levels(bundle, audio, probs.shape[0])
+        return probs, window_levels_dbfs(audio, probs.shape[0], hop_samples, win_samples)
 
     steady = {}
     for g in bundle.labels:

@@ -38,8 +38,8 @@ The published state is a genre label, ``"silence"`` or ``"unknown"``:
 * **song gaps** -- between two songs there is usually a fade and a pause: a hop whose level
   is ``gap_dip_db`` below the music's running level (an exponential average over
   :data:`MUSIC_LEVEL_S` of the hops that are no dip) is a pause, for at most
-  :data:`MAX_PAUSE_S` (a longer dip is quieter music: it becomes the running level). The model windows that
-  overlap it (``window_s``) are no evidence (half a window of silence is no genre), and the
+  :data:`MAX_PAUSE_S` (a longer dip is quieter music: it becomes the running level). The
+  model windows that overlap it (``window_s``) are no evidence (half a window of silence is no genre), and the
   ``gap_follow_s`` seconds after them open the quick path: a convincing new genre then takes
   over on its own evidence, without the surprise or segment test (the dwell and the
   hysteresis still apply). Inside a song the slow rules hold back the model's confident
@@ -276,14 +276,15 @@ class Smoother:
         else:
             self._below_since_s = None
         gated = self._silent or self._below_since_s is not None
-        # windows that overlap a pause between songs are no evidence
-        overlaps_pause = self._watch_for_pause(level, t_s)
+        # quiet audio and windows that overlap a pause between songs are no evidence
+        overlaps_pause = self._watch_for_pause(level, t_s)  # every hop: it tracks the level
+        evidence = not gated and not overlaps_pause
 
-        # 2. Evidence: average, then decide (quiet audio is not evidence).
-        if not gated and not overlaps_pause and p is not None:
+        # 2. Evidence: average, then decide.
+        if evidence and p is not None:
             self._history.append(p)
         avg = self.averaged()
-        if not gated and not overlaps_pause and self._history:
+        if evidence and self._history:
             self._decide(avg, t_s)
             if p is not None:
                 a = 1.0 / self.params.segment_windows

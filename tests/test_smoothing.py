@@ -510,17 +510,20 @@ def test_the_tuners_songs_have_a_pause_the_gap_rule_sees() -> None:
     """tune_smoothing joins real clips as a player does (fade, pause, fade): the hop levels it
     hands the smoother dip far more than the tuning grid's gap_dip_db at each join, and
     nowhere else by that much on these clips."""
-    from converter.tune_smoothing import FADE_OUT_S, PAUSE_S, as_song, hop_levels
+    from converter.tune_smoothing import FADE_OUT_S, PAUSE_S, as_song
     from firmware_py.audio import load_audio
     from firmware_py.bundle import default_bundle_path, load_bundle
+    from firmware_py.classify import window_levels_dbfs
     from tests.paths import clip
 
     bundle = load_bundle(default_bundle_path(), check_model=False)
-    rate = bundle.frontend.sample_rate
+    fe = bundle.frontend
+    rate = fe.sample_rate
     a, b = (as_song(load_audio(clip(g, 0, "test"), rate), rate) for g in ("rock", "pop"))
     audio = np.concatenate([a, b])
-    n = int((audio.shape[0] / rate - bundle.frontend.window_s) / bundle.framed_inference_hop_s) + 1
-    levels = hop_levels(bundle, audio, n)
+    n = int((audio.shape[0] / rate - fe.window_s) / bundle.framed_inference_hop_s) + 1
+    levels = window_levels_dbfs(audio, n, bundle.inference_hop_frames * fe.hop_length,
+                                int(round(fe.window_s * rate)))
     ends_s = bundle.frontend.window_s + np.arange(n) * bundle.framed_inference_hop_s
     join_s = a.shape[0] / rate
     at_join = (ends_s > join_s - PAUSE_S) & (ends_s <= join_s + 0.5)
