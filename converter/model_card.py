@@ -160,12 +160,56 @@ def _cross_source(cross: dict[str, Any]) -> list[str]:
              "Classical, pop and rock come from both GTZAN and Emotify. Each row trains without "
              "one source's clips of those genres and tests on all of them: music the model never "
              "heard from a source it never heard (" + cross.get("recipe", "") + ").", "",
+             *([cross["note"], ""] if cross.get("note") else []),
              "| held-out source | tracks | track accuracy | in-source (same genres, test split) |",
              "|---|---|---|---|"]
     for row in cross.get("rows", []):
         lines.append(f"| {row['source']} | {row['tracks']} | {_pct(row['track_accuracy'])} "
                      f"| {_pct(row.get('in_source_track_accuracy'))} |")
     return [*lines, ""]
+
+
+def _members(run: Any) -> list[dict[str, Any]]:
+    return list((run.get("ensemble") or {}).get("members") or [])
+
+
+def _provenance(run: Any) -> str:
+    members = _members(run)
+    if not members:
+        return (f"Seeded (seed {run.get('seed')}); trained on this project's CPU-only "
+                f"workstation (2 cores) in {run.get('train_time_s', 0) / 60:.1f} min.")
+    times = " and ".join(f"{float(m.get('train_time_s') or 0) / 60:.1f}" for m in members)
+    return (f"An ensemble of {len(members)} training runs of one recipe (seeds "
+            + ", ".join(str(m.get("seed")) for m in members)
+            + f"), trained on this project's CPU-only workstation (2 cores) in {times} min, "
+            "side by side (one TensorFlow thread each).")
+
+
+def _best_epochs(run: Any) -> str:
+    members = _members(run)
+    if not members:
+        return f"best epoch {run.get('best_epoch')}"
+    return "best epochs " + ", ".join(str(m.get("best_epoch")) for m in members)
+
+
+def _ensemble(run: Any) -> list[str]:
+    members = _members(run)
+    if not members:
+        return []
+    rows = []
+    for m in members:
+        v = m.get("val") or {}
+        room = v.get("val_room_track_accuracy")
+        rows.append(f"seed {m.get('seed')}: {_pct(v.get('val_track_accuracy', 0.0))}"
+                    + (f" / {_pct(room)}" if room is not None else ""))
+    v = run.get("val") or {}
+    room = v.get("val_room_track_accuracy")
+    return ["Ensemble (`python -m training.ensemble`): one graph holding every member; their "
+            "pooled features side by side feed one dense layer whose output is the mean of the "
+            "members' calibrated logits (one temperature refitted on validation). Validation "
+            "track accuracy, clean / in rooms: " + "; ".join(rows) + f"; the ensemble "
+            f"{_pct(v.get('val_track_accuracy', 0.0))}"
+            + (f" / {_pct(room)}" if room is not None else "") + ".", ""]
 
 
 def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
@@ -207,8 +251,7 @@ def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
         command,
         "```",
         "",
-        f"Seeded (seed {run.get('seed')}); trained on this project's CPU-only workstation "
-        f"(2 cores) in {run.get('train_time_s', 0) / 60:.1f} min. Built from commit "
+        _provenance(run) + f" Built from commit "
         f"`{bundle.provenance.get('commit')}` on {bundle.provenance.get('created')}.",
         "",
         "## Data",
@@ -241,10 +284,11 @@ def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
         f"parameters; int8 TFLite {quant['model_bytes'] / 1024:.1f} KB (weights per channel, "
         f"int8 activations, int8 input and output), calibrated on "
         f"{quant['representative_windows']} real training windows. Training: up to "
-        f"{train.get('epochs')} epochs (best epoch {run.get('best_epoch')}, chosen on validation "
+        f"{train.get('epochs')} epochs ({_best_epochs(run)}, chosen on validation "
         f"track accuracy{', the mean of clean and in-room' if train.get('rooms') else ''}), batch {train.get('batch_size')}, {train.get('crops_per_track')} random "
         f"crops per track per epoch; augmentation: {_augmentation(train.get('augment') or {}, train)}.",
         "",
+        *_ensemble(run),
         *_teacher(run, train),
         "## Accuracy (held-out test split: clean files and in held-out rooms)",
         "",
