@@ -439,3 +439,24 @@ def test_eval_windows_do_not_hold_cache_files_open(tmp_path: Path) -> None:
     gc.collect()
     maps = Path("/proc/self/maps").read_text()
     assert kept.shape[0] >= 1 and str(t.cache_path) not in maps  # no file kept mapped
+
+
+def test_prepare_only_fills_the_caches_and_trains_nothing(tmp_path: Path, capsys) -> None:
+    """``--prepare-only`` (make default-model, before its one-core runs side by side): the
+    features and room renderings are cached, nothing is trained, and a second pass decodes
+    and renders nothing."""
+    data = make_dataset(tmp_path / "data", clips_per_genre=8, duration_s=4.0, seed=3)
+    args = ("--data", str(data), "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache"),
+            "--rooms", "1", "--val-rooms", "1", "--workers", "2", "--prepare-only")
+    assert run_command(commands.train, *args) == 0
+    first = capsys.readouterr().out
+    assert "nothing trained" in first and "features: 32 decoded" in first
+    assert not (tmp_path / "run" / "run.json").exists()
+    assert not (tmp_path / "run" / "model.keras").exists()
+    rendered = sorted(p for p in (tmp_path / "cache").rglob("*.npy") if "room" in str(p))
+    assert rendered, "no room renderings were cached"
+    mtimes = [p.stat().st_mtime_ns for p in rendered]
+    assert run_command(commands.train, *args) == 0
+    second = capsys.readouterr().out
+    assert "features: 0 decoded, 32 from cache" in second
+    assert [p.stat().st_mtime_ns for p in rendered] == mtimes

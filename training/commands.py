@@ -188,6 +188,10 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
                    help="mirrored: tf.distribute.MirroredStrategy over all GPUs")
     f.add_argument("--mixed-precision", default="auto", choices=["auto", "on", "off"],
                    help="float16 compute (auto: on when a GPU is present)")
+    f.add_argument("--prepare-only", action="store_true",
+                   help="build what this training reads from the cache (features, room "
+                        "renderings, the teacher's embeddings) with every core, then stop: "
+                        "for several runs, one core each, that share them")
     f.add_argument("--no-evaluate", action="store_true",
                    help="skip the val and test reports after training")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -198,6 +202,14 @@ def _train_run(args: argparse.Namespace) -> int:
     t0 = time.time()
     out = _checked_out_folder(args)
     spec, splits, frontend, cache_dir = _prepared_splits(args, out, t0)
+    if args.prepare_only:
+        from .fit import prepare_teacher
+
+        prepare_teacher(_train_config(args), splits, len(spec.genres), frontend,
+                        verbose=0 if args.quiet else 1)
+        if not args.quiet:
+            print(f"caches ready in {cache_dir} ({time.time() - t0:.0f} s); nothing trained")
+        return 0
     from .fit import train
 
     run = train(spec, splits, list(spec.genres), frontend, out, _train_config(args), cache_dir=cache_dir,

@@ -260,6 +260,16 @@ def train(
     return run
 
 
+def prepare_teacher(cfg: TrainConfig, splits: dict[str, list[Track]], n_labels: int,
+                    frontend: FrontendParams, verbose: int = 1) -> None:
+    """Compute and cache the teacher's embeddings of every split with every core (``genre-edge
+    train --prepare-only``; nothing without ``cfg.teacher``): runs of one core each then read
+    them from the cache instead of each computing them on its one core."""
+    if cfg.teacher:
+        configure_tensorflow(0)
+        _teacher_targets(cfg, splits, n_labels, frontend, verbose)
+
+
 def _teacher_targets(cfg: TrainConfig, splits: dict[str, list[Track]], n_labels: int,
                      frontend: FrontendParams, verbose: int) -> tuple[Any, Any, float, Any]:
     """The teacher's soft targets (``--teacher``) and embeddings to hint (``--hint``):
