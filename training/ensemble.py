@@ -31,6 +31,7 @@ import numpy as np
 from firmware_py.errors import GenreEdgeError
 
 from .runfolder import MODEL, RUN_JSON, RunRecord, read_run
+from .train_config import TrainConfig
 
 
 def check_members(runs: Sequence[RunRecord]) -> None:
@@ -107,7 +108,7 @@ def _validation(run: RunRecord, tracks: dict[str, list[Any]]) -> tuple[list[Any]
 
     _, _, val_room = training_renderings(
         tracks["train"], val, run.frontend.sample_rate, run.cache_dir,
-        rooms=int(train["rooms"]), val_rooms=int(train.get("val_rooms") or 2),
+        rooms=int(train["rooms"]), val_rooms=int(train.get("val_rooms", TrainConfig.val_rooms)),
         rir_dir=train.get("rir_dir"), noise_dir=train.get("noise_dir"))
     return val, val_room
 
@@ -121,6 +122,7 @@ def ensemble_runs(members: Sequence[str | Path], out: str | Path, *, overwrite: 
     """
     from .dataset import load_run_splits, write_run_splits
     from .metrics import summarize
+    from .selection import validation_figures
 
     t0 = time.time()
     runs = [read_run(m) for m in members]
@@ -152,17 +154,11 @@ def ensemble_runs(members: Sequence[str | Path], out: str | Path, *, overwrite: 
     calibration = (calibrate_saved_model(out / MODEL, [*val, *val_room], wf, hop)
                    if calibrate else None)
     model = keras.models.load_model(out / MODEL, compile=False)
-    m = summarize(predict_tracks(model, val, wf, hop), [t.label for t in val], first.labels)
-    vals = {"val_window_accuracy": m["window_accuracy"],
-            "val_track_accuracy": m["track_accuracy_mean_vote"],
-            "val_track_accuracy_majority": m["track_accuracy_majority_vote"],
-            "val_loss": m["window_loss"]}
-    if val_room:
-        r = summarize(predict_tracks(model, val_room, wf, hop), [t.label for t in val_room],
-                      first.labels)
-        vals.update(val_room_window_accuracy=r["window_accuracy"],
-                    val_room_track_accuracy=r["track_accuracy_mean_vote"],
-                    val_room_loss=r["window_loss"])
+    def summary(tracks: list[Any]) -> dict[str, Any]:
+        return summarize(predict_tracks(model, tracks, wf, hop), [t.label for t in tracks],
+                         first.labels)
+
+    vals = validation_figures(summary(val), summary(val_room) if val_room else None)
     archs = sorted({str(r.arch) for r in runs})
     run = dict(first.data)
     run.update({

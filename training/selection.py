@@ -27,6 +27,20 @@ def selection_key(row: dict[str, Any]) -> tuple[float, float, float]:
     return (row["val_track_accuracy"], row["val_window_accuracy"], -row["val_loss"])
 
 
+def validation_figures(clean: dict[str, Any], room: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``val_*`` (and ``val_room_*``) figures that rank a model (:func:`selection_key`),
+    from :func:`training.metrics.summarize` of the clean and in-room validation tracks."""
+    row = {"val_window_accuracy": clean["window_accuracy"],
+           "val_track_accuracy": clean["track_accuracy_mean_vote"],
+           "val_track_accuracy_majority": clean["track_accuracy_majority_vote"],
+           "val_loss": clean["window_loss"]}
+    if room is not None:
+        row.update(val_room_window_accuracy=room["window_accuracy"],
+                   val_room_track_accuracy=room["track_accuracy_mean_vote"],
+                   val_room_loss=room["window_loss"])
+    return row
+
+
 class EpochSelector:
     """Called at the end of every epoch: validates, records ``history.json``, saves the
     model when the epoch is the best so far, and says when to stop early.
@@ -76,17 +90,10 @@ class EpochSelector:
             "epoch": epoch + 1,
             "loss": float(logs.get("loss", float("nan"))),
             "acc": float(logs.get("acc", logs.get("probs_acc", float("nan")))),
-            "val_window_accuracy": m["window_accuracy"],
-            "val_track_accuracy": m["track_accuracy_mean_vote"],
-            "val_track_accuracy_majority": m["track_accuracy_majority_vote"],
-            "val_loss": m["window_loss"],
+            **validation_figures(m, room),
             "lr": lr,
             "elapsed_s": time.time() - self.t_start,
         }
-        if room is not None:
-            row.update(val_room_window_accuracy=room["window_accuracy"],
-                       val_room_track_accuracy=room["track_accuracy_mean_vote"],
-                       val_room_loss=room["window_loss"])
         self.history.append(row)
         key = selection_key(row)
         improved = self.best is None or key > self.best
