@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,22 @@ def test_feature_cache_decodes_once_and_notices_edits(tmp_path: Path) -> None:
     assert (third.decoded, third.cached) == (1, 2)
     other = dataclasses.replace(DEFAULT_PARAMS, n_mels=40)
     assert Track("x", 0, "g", tracks[0].path, other, cache).cache_path.parent != tracks[0].cache_path.parent
+    # a fresh copy of the data elsewhere (new paths, new modification times) finds it all
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "data", copy)
+    for t in tracks:
+        os.utime(copy / "g" / t.path.name, ns=(1, 1))
+    copied = [Track(t.track_id, 0, "g", copy / "g" / t.path.name, DEFAULT_PARAMS, cache)
+              for t in tracks]
+    assert [c.cache_path for c in copied] == [t.cache_path for t in tracks]
+    assert (build_cache(copied, progress=False).decoded) == 0
+    # the same size and modification time, other bytes: decoded again (keyed by content)
+    st = copied[1].path.stat()
+    write_tone(copied[1].path, 1234.0, 1.0, rate=22050)
+    os.utime(copied[1].path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert copied[1].path.stat().st_size == st.st_size
+    assert build_cache([Track("g/t1", 0, "g", copied[1].path, DEFAULT_PARAMS, cache)],
+                       progress=False).decoded == 1
     # an unreadable file is reported, not fatal
     bad = tmp_path / "data" / "g" / "bad.wav"
     bad.write_bytes(b"not audio")

@@ -2,14 +2,17 @@
 
 Decoding, resampling and ``firmware_py.features.logmel`` run once per track; the
 ``(frames, n_mels)`` float32 dB array is stored as ``<cache>/<key>/<id>.npy`` where
-``key`` is :func:`cache_key` (the front-end digest) and ``id`` hashes the file's
-absolute path, size and modification time, so an edited file is decoded again.
+``key`` is :func:`cache_key` (the front-end digest) and ``id`` is the file's name and a
+hash of its bytes (:func:`content_digest`): an edited file is decoded again, and a fresh copy
+or a moved data folder (new paths, new modification times, same audio) finds its features,
+its room renderings and its teacher embeddings where they were.
 :mod:`training.dataset` re-exports every public name here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -114,15 +117,32 @@ def cache_entry_ok(target: Path, params: FrontendParams) -> bool:
     return load_cached(target, params) is not None
 
 
-def cache_file(path: Path, params: FrontendParams, cache_dir: Path) -> Path:
-    """Where the features of ``path`` live in the cache (the file may not exist yet)."""
+@functools.lru_cache(maxsize=65536)
+def _content_digest(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"{size}:{h.hexdigest()}"
+
+
+def content_digest(path: Path) -> str:
+    """``"size:sha1"`` of the file's bytes (``"missing: PATH"`` when it cannot be read); read
+    once per process and file version (memoised on path, size, modification and change time:
+    a rewrite changes the change time even when the modification time is set back)."""
     path = Path(path).resolve()
     try:
         st = path.stat()
-        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        return _content_digest(str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     except OSError:
-        stamp = "missing"
-    digest = hashlib.sha1(f"{path}|{stamp}".encode()).hexdigest()[:16]
+        return f"missing:{path}"
+
+
+def cache_file(path: Path, params: FrontendParams, cache_dir: Path) -> Path:
+    """Where the features of ``path`` live in the cache (the file may not exist yet): keyed by
+    the file's content, not its path or modification time (see :func:`content_digest`)."""
+    path = Path(path).resolve()
+    digest = hashlib.sha1(content_digest(path).encode()).hexdigest()[:16]
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in path.stem)[:48]
     return Path(cache_dir) / cache_key(params) / f"{stem}-{digest}.npy"
 

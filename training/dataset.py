@@ -21,8 +21,8 @@ Feature cache
 -------------
 Decoding, resampling and ``firmware_py.features.logmel`` run once per track; the
 ``(frames, n_mels)`` float32 dB array is stored as ``<cache>/<key>/<id>.npy`` where
-``key`` is :func:`cache_key` (the front-end digest) and ``id`` hashes the file's
-absolute path, size and modification time, so an edited file is decoded again
+``key`` is :func:`cache_key` (the front-end digest) and ``id`` is the
+file name and a hash of its bytes, so an edited file is decoded again
 (:mod:`training.cache`, re-exported here).
 """
 
