@@ -261,6 +261,51 @@ def test_edge_model_is_small_int8_and_edge_tpu_mappable(tmp_path: Path) -> None:
     assert report.all_mappable, report.summary()
 
 
+def test_predict_tracks_graph_matches_the_eager_model_and_sees_new_weights() -> None:
+    """Validation runs the model as a traced graph; its probabilities are the eager call's
+    (documented tolerance 1e-5) for tracks of any length, and weights set after the first
+    call (the moving average swapped in) are used."""
+    from keras import ops
+
+    from training.dataset import eval_windows
+    from training.fit import predict_tracks
+    from training.models import band_norm_layer, build_model
+
+    class Item:
+        def __init__(self, frames: int, seed: int) -> None:
+            self.feats = np.random.default_rng(seed).normal(-40, 12, (frames, 64)).astype(np.float32)
+            self.label = 0
+
+        def features(self) -> np.ndarray:
+            return self.feats
+
+    model = build_model("edge", 300, 64, 4)
+    band_norm_layer(model).set_stats(np.linspace(-60, -20, 64), np.linspace(8, 15, 64))
+    head = [layer for layer in model.layers if type(layer).__name__ == "Dense"][-1]
+    rng = np.random.default_rng(0)
+
+    def new_head() -> None:  # a fresh model's head is near-uniform: give it weights that differ
+        kernel, bias = head.get_weights()
+        head.set_weights([rng.normal(0, 1, kernel.shape), rng.normal(0, 1, bias.shape)])
+
+    new_head()
+    items = [Item(300, 1), Item(1290, 2), Item(4100, 3)]  # 1, 24 and 89 windows: odd batches
+
+    def eager() -> list[np.ndarray]:
+        return [ops.convert_to_numpy(model(eval_windows(t, 300, 43)[..., None], training=False))
+                for t in items]
+
+    got = predict_tracks(model, items, 300, 43, batch_size=32)
+    assert [len(p) for p in got] == [1, 24, 89]
+    for g, e in zip(got, eager(), strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+    new_head()
+    again = predict_tracks(model, items, 300, 43, batch_size=32)
+    for g, e in zip(again, eager(), strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+    assert not np.allclose(again[1], got[1], atol=1e-3)
+
+
 # -- end to end ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
