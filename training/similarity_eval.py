@@ -41,7 +41,6 @@ from firmware_py.errors import GenreEdgeError
 from firmware_py.features import logmel, windows
 from firmware_py.similarity import embed_features, open_embedding_model
 
-DEFAULT_GENRES = ("classical", "electronic", "pop", "rock")
 N_MFCC = 20
 
 
@@ -156,15 +155,17 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True, help="model bundle with model_embedding.tflite")
     p.add_argument("--data", required=True, help="music folder with manifest.csv")
-    p.add_argument("--genres", default=",".join(DEFAULT_GENRES),
-                   help="comma-separated genres (default: %(default)s)")
+    p.add_argument("--genres", default="",
+                   help="comma-separated genres (default: the bundle's labels)")
     p.add_argument("--split", default="test", help="manifest split, or 'all' (default test)")
     p.add_argument("--k", type=int, default=5, help="neighbours per query (default 5)")
     p.add_argument("--json", dest="json_out", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     try:
         data = Path(args.data)
-        rows = read_tracks(data, [g for g in args.genres.split(",") if g], args.split)
+        bundle = load_bundle(args.bundle)
+        genres = [g for g in args.genres.split(",") if g] or list(bundle.labels)
+        rows = read_tracks(data, genres, args.split)
         start = time.perf_counter()
 
         def progress(i: int, n: int) -> None:
@@ -174,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
             elif i % 25 == 0 or i == n:
                 print(f"embedding tracks {i}/{n}", file=sys.stderr, flush=True)
 
-        bundle = load_bundle(args.bundle)
         vectors = track_vectors(rows, data, bundle, progress)
         report = evaluate(vectors, rows, args.k)
         report.update({
