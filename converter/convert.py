@@ -97,11 +97,12 @@ def compare(
 ) -> dict[str, Any]:
     """Float Keras vs the TFLite model on every window of ``tracks``."""
     from training.dataset import eval_windows
+    from training.fit import predict_tracks
 
     win_true, float_probs, q_probs, track_ids = [], [], [], []
-    for t in tracks:
+    for t, pf in zip(tracks, predict_tracks(keras_model, tracks, window_frames, hop_frames),
+                     strict=True):
         wins = eval_windows(t, window_frames, hop_frames)
-        pf = keras_model.predict(wins[..., None], verbose=0, batch_size=64)
         pq = tflite_model.predict_many(wins)
         float_probs.append(pf)
         q_probs.append(pq)
