@@ -263,7 +263,7 @@ def test_edge_model_is_small_int8_and_edge_tpu_mappable(tmp_path: Path) -> None:
 
 def test_predict_tracks_graph_matches_the_eager_model_and_sees_new_weights() -> None:
     """Validation runs the model as a traced graph; its probabilities are the eager call's
-    (documented tolerance 1e-5) for tracks of any length, and weights set after the first
+    (within 1e-5, the tolerance predict_tracks documents) for tracks of any length, and weights set after the first
     call (the moving average swapped in) are used."""
     from keras import ops
 
