@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -517,8 +518,19 @@ def test_prepare_only_fills_the_caches_and_trains_nothing(tmp_path: Path, capsys
     assert not (tmp_path / "run" / "model.keras").exists()
     rendered = sorted(p for p in (tmp_path / "cache").rglob("*.npy") if "room" in str(p))
     assert rendered, "no room renderings were cached"
+    # the val/test reports' held-out rooms too (3 per track), rendered before TensorFlow
+    # loads: with --no-evaluate only the training's renderings are made
+    n_eval = int(re.search(r"evaluation rooms: (\d+) renderings", first).group(1))
+    assert n_eval > 0 and n_eval % 3 == 0
+    bare = (*args[:5], str(tmp_path / "cache-bare"), *args[6:], "--no-evaluate")
+    assert run_command(commands.train, *bare) == 0
+    assert "evaluation rooms" not in capsys.readouterr().out
+    training_only = [p for p in (tmp_path / "cache-bare").rglob("*.npy") if "room" in str(p)]
+    # validation's training renderings (1 per track here) can be among its evaluation rooms
+    assert len(rendered) - len(training_only) >= n_eval - n_eval // 3
     mtimes = [p.stat().st_mtime_ns for p in rendered]
     assert run_command(commands.train, *args) == 0
     second = capsys.readouterr().out
     assert "features: 0 decoded, 32 from cache" in second
     assert [p.stat().st_mtime_ns for p in rendered] == mtimes
+    assert sorted(p for p in (tmp_path / "cache").rglob("*.npy") if "room" in str(p)) == rendered

@@ -189,8 +189,9 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
     f.add_argument("--mixed-precision", default="auto", choices=["auto", "on", "off"],
                    help="float16 compute (auto: on when a GPU is present)")
     f.add_argument("--prepare-only", action="store_true",
-                   help="build what this training reads from the cache (features, room "
-                        "renderings, the teacher's embeddings) with every core, then stop: "
+                   help="build what this training and its reports read from the cache "
+                        "(features, room renderings of training and of the val/test reports, "
+                        "the teacher's embeddings) with every core, then stop: "
                         "for several runs, one core each, that share them")
     f.add_argument("--no-evaluate", action="store_true",
                    help="skip the val and test reports after training")
@@ -202,6 +203,8 @@ def _train_run(args: argparse.Namespace) -> int:
     t0 = time.time()
     out = _checked_out_folder(args)
     spec, splits, frontend, cache_dir = _prepared_splits(args, out, t0)
+    if not args.no_evaluate:
+        _render_evaluation_rooms(args, splits, frontend, cache_dir)
     if args.prepare_only:
         from .fit import prepare_teacher
 
@@ -323,6 +326,24 @@ def _render_rooms(args: argparse.Namespace, splits: dict, frontend, cache_dir: P
               f"responses: {len(train_rooms.rirs)}), {args.val_rooms} per validation track, "
               f"{len(failed)} unreadable ({time.time() - t0:.0f} s)", flush=True)
     return splits
+
+
+def _render_evaluation_rooms(args: argparse.Namespace, splits: dict, frontend, cache_dir: Path) -> None:
+    """Render (and cache) the held-out rooms of the val and test reports that follow the
+    training, now, with every worker: after training, TensorFlow is loaded and the renderers
+    cannot fork, so ~800 renderings would run on one core after the fit."""
+    from .evaluate import ROOMS_PER_TRACK, in_room_tracks
+
+    t0 = time.time()
+    n = 0
+    for split in ("val", "test"):
+        if splits.get(split):
+            items, _ = in_room_tracks(splits[split], split, frontend, cache_dir,
+                                      workers=args.workers, progress=not args.quiet)
+            n += len(items)
+    if not args.quiet:
+        print(f"evaluation rooms: {n} renderings ({ROOMS_PER_TRACK} per val/test track) "
+              f"ready ({time.time() - t0:.0f} s)", flush=True)
 
 
 train = Command("train", "train a genre classifier on labelled audio (writes a run folder)",
