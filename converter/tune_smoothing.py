@@ -104,51 +104,92 @@ def in_room(audio: np.ndarray, track_id: str, split: str, sample_rate: int) -> n
     return render(audio, sample_rate, cond, rooms.rirs[cond.rir], rooms.noises)
 
 
+#: What the forked prepare workers read (set just before they fork, cleared after).
+_PREPARE: dict[str, Any] = {}
+
+
+def _worker_model() -> Any:
+    """This process's interpreter: one per forked worker (an interpreter is not shared)."""
+    if "model" not in _PREPARE or _PREPARE.get("pid") != os.getpid():
+        _PREPARE["model"], _PREPARE["pid"] = _PREPARE["bundle"].open_model(), os.getpid()
+    return _PREPARE["model"]
+
+
+def _prepare_clip(i: int) -> tuple[str, np.ndarray, bool]:
+    """Clip ``i`` of the split as the smoother will hear it, and whether the model gets it
+    right at track level (on the clip itself, not its pause)."""
+    bundle, music, r = _PREPARE["bundle"], _PREPARE["music"], _PREPARE["rows"][i]
+    sr = bundle.frontend.sample_rate
+    clip = load_audio(music / r["path"], sr)
+    length = clip.shape[0]
+    audio = as_song(clip, sr) if _PREPARE["gaps"] else clip
+    if _PREPARE["rooms"]:
+        audio = in_room(audio, Path(r["path"]).with_suffix("").as_posix(), _PREPARE["split"], sr)
+    probs = window_probs(bundle, _worker_model(), audio[:length])
+    return r["genre"], audio, bundle.labels[int(probs.mean(0).argmax())] == r["genre"]
+
+
+def _prepare_stream(parts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Window probabilities and each window's newest-hop level (what listen measures) of the
+    correct clips ``parts`` played back to back."""
+    bundle = _PREPARE["bundle"]
+    fe = bundle.frontend
+    audio = np.concatenate([_PREPARE["audio"][k] for k in parts])
+    probs = window_probs(bundle, _worker_model(), audio)
+    hop_samples = bundle.inference_hop_frames * fe.hop_length
+    win_samples = int(round(fe.window_s * fe.sample_rate))
+    return probs, window_levels_dbfs(audio, probs.shape[0], hop_samples, win_samples)
+
+
+def _forked_map(fn: Any, items: list[Any], workers: int) -> list[Any]:
+    """``[fn(x) for x in items]``, shared between ``workers`` forked processes (in order)."""
+    n = min(workers, len(items))
+    if n <= 1 or "fork" not in mp.get_all_start_methods():
+        return [fn(x) for x in items]
+    with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as pool:
+        return list(pool.map(fn, items))
+
+
 def prepare(bundle_dir: str, data: str, split: str, pairs_per_genre_pair: int = 3,
-            rooms: bool = False, gaps: bool = False) -> dict[str, Any]:
+            rooms: bool = False, gaps: bool = False, workers: int = 0,
+            max_per_genre: int | None = None) -> dict[str, Any]:
     """Window probabilities and hop levels of the split's clips, steady and in pairs;
     ``rooms``: each clip as heard in a held-out room (the device's case) instead of the
-    clean file; ``gaps``: songs joined by a fade and a pause (else hard cuts)."""
+    clean file; ``gaps``: songs joined by a fade and a pause (else hard cuts);
+    ``workers`` forked processes (0: one per core) share the clips and the streams, each
+    with its own interpreter, so the figures are the serial ones; ``max_per_genre``: only
+    the first clips of each genre (a quick look)."""
     bundle = load_bundle(bundle_dir)
-    model = bundle.open_model()
     music = Path(data)
     with open(music / "manifest.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == split and r["genre"] in bundle.labels]
-    sr = bundle.frontend.sample_rate
-    tracks = []
-    for r in rows:
-        clip = load_audio(music / r["path"], sr)
-        length = clip.shape[0]
-        audio = as_song(clip, sr) if gaps else clip
-        if rooms:
-            audio = in_room(audio, Path(r["path"]).with_suffix("").as_posix(), split, sr)
-        # right or wrong at track level on the clip itself (not its pause)
-        right = bundle.labels[int(window_probs(bundle, model, audio[:length]).mean(0).argmax())] == r["genre"]
-        tracks.append((r["genre"], audio, right))
-    correct = [(g, a) for g, a, right in tracks if right]
-
-    fe = bundle.frontend
-    hop_samples = bundle.inference_hop_frames * fe.hop_length
-    win_samples = int(round(fe.window_s * sr))
-
-    def stream(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Window probabilities and each window's newest-hop level (what listen measures)."""
-        audio = np.concatenate(parts)
-        probs = window_probs(bundle, model, audio)
-        return probs, window_levels_dbfs(audio, probs.shape[0], hop_samples, win_samples)
-
-    steady = {}
-    for g in bundle.labels:
-        audio = [a for gg, a in correct if gg == g]
-        if audio:
-            steady[g] = stream(audio)
+    if max_per_genre is not None:
+        first: list[dict[str, str]] = []
+        for r in rows:
+            if sum(q["genre"] == r["genre"] for q in first) < max_per_genre:
+                first.append(r)
+        rows = first
+    workers = workers or os.cpu_count() or 1
+    _PREPARE.update(bundle=bundle, music=music, rows=rows, gaps=gaps, rooms=rooms, split=split)
+    try:
+        tracks = _forked_map(_prepare_clip, list(range(len(rows))), workers)
+        correct = [(g, a) for g, a, right in tracks if right]
+        _PREPARE["audio"] = [a for _, a in correct]
+        by_genre = {g: [k for k, (gg, _) in enumerate(correct) if gg == g] for g in bundle.labels}
+        steady_genres = [g for g in bundle.labels if by_genre[g]]
+        pair_specs = []
+        for g1, g2 in itertools.permutations(bundle.labels, 2):
+            for k in range(min(pairs_per_genre_pair, len(by_genre[g1]), len(by_genre[g2]))):
+                pair_specs.append((g1, g2, by_genre[g1][k], by_genre[g2][k]))
+        jobs = [tuple(by_genre[g]) for g in steady_genres] + [(i, j) for _, _, i, j in pair_specs]
+        streams = _forked_map(_prepare_stream, jobs, workers)
+    finally:
+        _PREPARE.clear()
+    steady = dict(zip(steady_genres, streams[: len(steady_genres)], strict=True))
     pairs = []
-    for g1, g2 in itertools.permutations(bundle.labels, 2):
-        a1 = [a for g, a in correct if g == g1]
-        a2 = [a for g, a in correct if g == g2]
-        for k in range(min(pairs_per_genre_pair, len(a1), len(a2))):
-            boundary_s = a1[k].shape[0] / bundle.frontend.sample_rate  # the next song begins
-            pairs.append((g1, g2, boundary_s, *stream([a1[k], a2[k]])))
+    for (g1, g2, i, _j), stream in zip(pair_specs, streams[len(steady_genres):], strict=True):
+        boundary_s = correct[i][1].shape[0] / bundle.frontend.sample_rate  # the next song begins
+        pairs.append((g1, g2, boundary_s, *stream))
     return {"bundle": bundle, "labels": bundle.labels, "steady": steady, "pairs": pairs,
             "tracks": len(tracks), "correct": len(correct), "gaps": gaps}
 
@@ -308,17 +349,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="join the clips as a player does, with a fade and a pause between "
                         "songs (default: hard cuts)")
     p.add_argument("--workers", type=int, default=0,
-                   help="processes that share the grid search (default 0: one per core)")
+                   help="processes that share the clips and the grid search (default 0: one per core)")
     args = p.parse_args(argv)
     if args.workers < 0:
         p.error(f"--workers {args.workers}: give 0 (one per core) or a positive count")
     conditions = {"clean": False} if args.no_rooms else {"clean": False, "in-room": True}
     per = {}
     for name, rooms in conditions.items():
-        data = prepare(args.bundle, args.data, args.split, rooms=rooms, gaps=args.gaps)
+        t0 = time.time()
+        data = prepare(args.bundle, args.data, args.split, rooms=rooms, gaps=args.gaps,
+                       workers=args.workers)
         print(f"{args.split} ({name}): {data['correct']} of {data['tracks']} clips classified "
               f"right; {sum(len(v[0]) for v in data['steady'].values()) / 60:.1f} min of steady "
-              f"music, {len(data['pairs'])} genre changes", file=sys.stderr)
+              f"music, {len(data['pairs'])} genre changes ({time.time() - t0:.0f} s)", file=sys.stderr)
         base = evaluate(data, SmoothingParams())
         print(f"current defaults ({name}): {base}")
         print(f"the model puts the new genre on top within {FOLLOW_S:g} s in "
