@@ -132,6 +132,24 @@ def test_user_responses_and_noises_from_folders(tmp_path: Path, monkeypatch) -> 
                            noise_dir=tmp_path / "noise")
     assert again.digest != rs.digest
     assert rooms.room_set("test", FS, None, n_rirs=1).digest == simulated
+    monkeypatch.undo()
+    # keyed by content: a copy of the folders (new modification times) keeps the digest,
+    # another response written with the old modification time does not
+    import os
+    import shutil
+
+    shutil.copytree(tmp_path / "rir", tmp_path / "rir-copy")
+    shutil.copytree(tmp_path / "noise", tmp_path / "noise-copy")
+    os.utime(tmp_path / "rir-copy" / "livingroom.wav", ns=(1, 1))
+    copy = rooms.room_set("test", FS, tmp_path / "c", rir_dir=tmp_path / "rir-copy",
+                          noise_dir=tmp_path / "noise-copy")
+    assert copy.digest == rs.digest
+    st = (tmp_path / "rir-copy" / "livingroom.wav").stat()
+    sf.write(tmp_path / "rir-copy" / "livingroom.wav", (0.4 * h / np.abs(h).max()), 48000)
+    os.utime(tmp_path / "rir-copy" / "livingroom.wav", ns=(st.st_atime_ns, st.st_mtime_ns))
+    edited = rooms.room_set("test", FS, tmp_path / "c", rir_dir=tmp_path / "rir-copy",
+                            noise_dir=tmp_path / "noise-copy")
+    assert edited.digest != copy.digest
     (tmp_path / "empty").mkdir()
     with pytest.raises(GenreEdgeError, match="--rir-dir .* holds no audio files"):
         rooms.room_set("test", FS, None, rir_dir=tmp_path / "empty")

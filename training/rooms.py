@@ -382,13 +382,17 @@ class RoomSet:
 
 
 def _files_digest(folder: Path | None) -> str:
+    """The folder's files by relative path and content (not modification time: a copied or
+    moved folder of the same recordings keeps its renderings; an edited file does not)."""
     if folder is None:
         return "-"
+    from .cache import content_digest
+
+    root = Path(folder).expanduser()
     h = hashlib.sha1()
-    for f in sorted(Path(folder).expanduser().rglob("*")):
+    for f in sorted(root.rglob("*")):
         if f.is_file():
-            st = f.stat()
-            h.update(f"{f.relative_to(Path(folder).expanduser())}|{st.st_size}|{st.st_mtime_ns}".encode())
+            h.update(f"{f.relative_to(root).as_posix()}|{content_digest(f)}\n".encode())
     return h.hexdigest()[:12]
 
 
