@@ -23,6 +23,11 @@ if sys.argv[1] == "training":
     applied = training.heap.applied
 else:
     applied = None
+if len(sys.argv) > 2:  # a generator dataset's kernel (the training's input pipeline)
+    import tensorflow as tf
+    next(iter(tf.data.Dataset.from_generator(lambda: iter([1.0]), output_signature=tf.TensorSpec((), tf.float32))))
+    if sys.argv[-1] == "again":
+        training.heap.keep_steady_heap()
 out = {}
 def work():
     a = np.ones(25_000_000, np.float32); del a
@@ -36,8 +41,8 @@ print(json.dumps({"faults": out["faults"], "applied": applied}))
 PAGES = 25_000_000 * 4 // 4096
 
 
-def probe(mode: str, **env: str) -> dict:
-    run = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
+def probe(*mode: str, **env: str) -> dict:
+    run = subprocess.run([sys.executable, "-c", PROBE, *mode], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, check=True)
     return json.loads(run.stdout)
 
@@ -54,3 +59,13 @@ def test_training_processes_reuse_freed_activations() -> None:
     # again (fewer faults with transparent huge pages, but never none)
     assert plain["faults"] > tuned["faults"] and asked_off["faults"] > tuned["faults"], (plain, tuned)
     assert tuned["faults"] < 0.05 * PAGES, tuned
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_the_heap_stays_steady_after_tensorflows_generator_dataset() -> None:
+    """Building a tf.data generator kernel sets glibc's mmap threshold back to 128 KB;
+    keep_steady_heap() (which the fit calls before every step) sets it again."""
+    reset = probe("training", "generator")
+    again = probe("training", "generator", "again")
+    assert reset["faults"] > again["faults"], (reset, again)
+    assert again["faults"] < 0.05 * PAGES, again

@@ -28,6 +28,7 @@ from firmware_py.errors import GenreEdgeError
 from firmware_py.features import FrontendParams
 
 from .dataset import DatasetSpec, Track, eval_windows, write_run_splits
+from .heap import keep_steady_heap
 from .sampler import WindowSampler, band_stats, class_weights
 from .selection import EpochSelector, selection_key
 from .tf_setup import (
@@ -239,6 +240,10 @@ def train(
                     *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []),
                     *([time_budget(keras, 60.0 * cfg.budget_min, peak_lr, t_fit)]
                       if cfg.budget_min else []),
+                    # the input pipeline's generator kernel resets glibc's mmap threshold
+                    # (training.heap): set it again before each step
+                    keras.callbacks.LambdaCallback(
+                        on_train_batch_begin=lambda batch, logs: keep_steady_heap()),
                     keras.callbacks.LambdaCallback(on_epoch_end=end_of_epoch)])
     if mixed:
         keras.mixed_precision.set_global_policy("float32")
