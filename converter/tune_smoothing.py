@@ -38,6 +38,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -104,27 +105,28 @@ def in_room(audio: np.ndarray, track_id: str, split: str, sample_rate: int) -> n
     return render(audio, sample_rate, cond, rooms.rirs[cond.rir], rooms.noises)
 
 
-#: What the forked prepare workers read (set just before they fork, cleared after).
-_PREPARE: dict[str, Any] = {}
+#: What the forked workers of prepare() and search() read (set just before they fork,
+#: cleared after).
+_SHARED: dict[str, Any] = {}
 
 
 def _worker_model() -> Any:
     """This process's interpreter: one per forked worker (an interpreter is not shared)."""
-    if "model" not in _PREPARE or _PREPARE.get("pid") != os.getpid():
-        _PREPARE["model"], _PREPARE["pid"] = _PREPARE["bundle"].open_model(), os.getpid()
-    return _PREPARE["model"]
+    if "model" not in _SHARED or _SHARED.get("pid") != os.getpid():
+        _SHARED["model"], _SHARED["pid"] = _SHARED["bundle"].open_model(), os.getpid()
+    return _SHARED["model"]
 
 
 def _prepare_clip(i: int) -> tuple[str, np.ndarray, bool]:
     """Clip ``i`` of the split as the smoother will hear it, and whether the model gets it
     right at track level (on the clip itself, not its pause)."""
-    bundle, music, r = _PREPARE["bundle"], _PREPARE["music"], _PREPARE["rows"][i]
+    bundle, music, r = _SHARED["bundle"], _SHARED["music"], _SHARED["rows"][i]
     sr = bundle.frontend.sample_rate
     clip = load_audio(music / r["path"], sr)
     length = clip.shape[0]
-    audio = as_song(clip, sr) if _PREPARE["gaps"] else clip
-    if _PREPARE["rooms"]:
-        audio = in_room(audio, Path(r["path"]).with_suffix("").as_posix(), _PREPARE["split"], sr)
+    audio = as_song(clip, sr) if _SHARED["gaps"] else clip
+    if _SHARED["rooms"]:
+        audio = in_room(audio, Path(r["path"]).with_suffix("").as_posix(), _SHARED["split"], sr)
     probs = window_probs(bundle, _worker_model(), audio[:length])
     return r["genre"], audio, bundle.labels[int(probs.mean(0).argmax())] == r["genre"]
 
@@ -132,22 +134,23 @@ def _prepare_clip(i: int) -> tuple[str, np.ndarray, bool]:
 def _prepare_stream(parts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Window probabilities and each window's newest-hop level (what listen measures) of the
     correct clips ``parts`` played back to back."""
-    bundle = _PREPARE["bundle"]
+    bundle = _SHARED["bundle"]
     fe = bundle.frontend
-    audio = np.concatenate([_PREPARE["audio"][k] for k in parts])
+    audio = np.concatenate([_SHARED["audio"][k] for k in parts])
     probs = window_probs(bundle, _worker_model(), audio)
     hop_samples = bundle.inference_hop_frames * fe.hop_length
     win_samples = int(round(fe.window_s * fe.sample_rate))
     return probs, window_levels_dbfs(audio, probs.shape[0], hop_samples, win_samples)
 
 
-def _forked_map(fn: Any, items: list[Any], workers: int) -> list[Any]:
-    """``[fn(x) for x in items]``, shared between ``workers`` forked processes (in order)."""
-    n = min(workers, len(items))
+def _forked_map(fn: Any, items: list[Any], workers: int, chunksize: int = 1) -> list[Any]:
+    """``[fn(x) for x in items]``, shared between ``workers`` forked processes (in order;
+    0: one per core)."""
+    n = min(workers or os.cpu_count() or 1, len(items))
     if n <= 1 or "fork" not in mp.get_all_start_methods():
         return [fn(x) for x in items]
     with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as pool:
-        return list(pool.map(fn, items))
+        return list(pool.map(fn, items, chunksize=chunksize))
 
 
 def prepare(bundle_dir: str, data: str, split: str, pairs_per_genre_pair: int = 3,
@@ -164,17 +167,18 @@ def prepare(bundle_dir: str, data: str, split: str, pairs_per_genre_pair: int = 
     with open(music / "manifest.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == split and r["genre"] in bundle.labels]
     if max_per_genre is not None:
-        first: list[dict[str, str]] = []
+        seen: Counter[str] = Counter()
+        kept = []
         for r in rows:
-            if sum(q["genre"] == r["genre"] for q in first) < max_per_genre:
-                first.append(r)
-        rows = first
-    workers = workers or os.cpu_count() or 1
-    _PREPARE.update(bundle=bundle, music=music, rows=rows, gaps=gaps, rooms=rooms, split=split)
+            seen[r["genre"]] += 1
+            if seen[r["genre"]] <= max_per_genre:
+                kept.append(r)
+        rows = kept
+    _SHARED.update(bundle=bundle, music=music, rows=rows, gaps=gaps, rooms=rooms, split=split)
     try:
         tracks = _forked_map(_prepare_clip, list(range(len(rows))), workers)
         correct = [(g, a) for g, a, right in tracks if right]
-        _PREPARE["audio"] = [a for _, a in correct]
+        _SHARED["audio"] = [a for _, a in correct]
         by_genre = {g: [k for k, (gg, _) in enumerate(correct) if gg == g] for g in bundle.labels}
         steady_genres = [g for g in bundle.labels if by_genre[g]]
         pair_specs = []
@@ -184,7 +188,7 @@ def prepare(bundle_dir: str, data: str, split: str, pairs_per_genre_pair: int = 
         jobs = [tuple(by_genre[g]) for g in steady_genres] + [(i, j) for _, _, i, j in pair_specs]
         streams = _forked_map(_prepare_stream, jobs, workers)
     finally:
-        _PREPARE.clear()
+        _SHARED.clear()
     steady = dict(zip(steady_genres, streams[: len(steady_genres)], strict=True))
     pairs = []
     for (g1, g2, i, _j), stream in zip(pair_specs, streams[len(steady_genres):], strict=True):
@@ -232,12 +236,8 @@ def evaluate(data: dict[str, Any], params: SmoothingParams) -> dict[str, float]:
     }
 
 
-#: What the forked search workers read (set just before they fork, cleared after).
-_SEARCH: dict[str, Any] = {}
-
-
 def _evaluate_point(i: int) -> dict[str, float]:
-    return evaluate(_SEARCH["data"], _SEARCH["points"][i][1])
+    return evaluate(_SHARED["data"], _SHARED["points"][i][1])
 
 
 def grid_points(grid: dict[str, list[Any]] = GRID) -> list[tuple[dict, SmoothingParams]]:
@@ -263,16 +263,13 @@ def search(data: dict[str, Any], grid: dict[str, list[Any]] = GRID,
     share the points; each forks with ``data`` in its memory, so nothing large is copied,
     and the figures are the serial search's exactly (the same code on the same numbers)."""
     points = grid_points(grid)
-    n = min(workers or os.cpu_count() or 1, len(points))
-    if n <= 1 or "fork" not in mp.get_all_start_methods():
-        return [(knobs, evaluate(data, params)) for knobs, params in points]
-    _SEARCH.update(data=data, points=points)
+    n = workers or os.cpu_count() or 1
+    _SHARED.update(data=data, points=points)
     try:
-        with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as pool:
-            metrics = list(pool.map(_evaluate_point, range(len(points)),
-                                    chunksize=max(1, len(points) // (8 * n))))
+        metrics = _forked_map(_evaluate_point, list(range(len(points))), n,
+                              chunksize=max(1, len(points) // (8 * n)))
     finally:
-        _SEARCH.clear()
+        _SHARED.clear()
     return [(knobs, m) for (knobs, _), m in zip(points, metrics, strict=True)]
 
 
