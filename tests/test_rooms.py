@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -135,9 +137,6 @@ def test_user_responses_and_noises_from_folders(tmp_path: Path, monkeypatch) -> 
     monkeypatch.undo()
     # keyed by content: a copy of the folders (new modification times) keeps the digest,
     # another response written with the old modification time does not
-    import os
-    import shutil
-
     shutil.copytree(tmp_path / "rir", tmp_path / "rir-copy")
     shutil.copytree(tmp_path / "noise", tmp_path / "noise-copy")
     os.utime(tmp_path / "rir-copy" / "livingroom.wav", ns=(1, 1))

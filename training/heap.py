@@ -41,13 +41,12 @@ _mallopt = None
 
 def steady_heap() -> dict[str, int]:
     """Apply the settings above (once per process); returns those that glibc accepted."""
-    global applied
+    global applied, _mallopt
     if applied is not None:
         return applied
     applied = {}
     if os.environ.get("GENRE_EDGE_GLIBC_DEFAULTS") == "1":
         return applied
-    global _mallopt
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
