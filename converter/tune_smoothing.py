@@ -145,7 +145,10 @@ def _prepare_stream(parts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 def _forked_map(fn: Any, items: list[Any], workers: int, chunksize: int = 1) -> list[Any]:
     """``[fn(x) for x in items]``, shared between ``workers`` forked processes (in order;
-    0: one per core)."""
+    0: one per core). Unlike the training's pools it forks even where TensorFlow is loaded
+    (``training.forking.fork_is_safe`` would say no): the children run numpy, the room
+    renderer and LiteRT, never TensorFlow, so they take none of its locks. The tests rely
+    on it: under pytest TensorFlow is loaded, and they compare forked with serial."""
     n = min(workers or os.cpu_count() or 1, len(items))
     if n <= 1 or "fork" not in mp.get_all_start_methods():
         return [fn(x) for x in items]

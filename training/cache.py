@@ -236,10 +236,9 @@ def build_cache(
     else:
         import multiprocessing
 
-        # fork is cheap and needs no __main__ guard, but is unsafe once TensorFlow's
-        # threads exist in this process; then spawn.
-        fork_ok = "tensorflow" not in sys.modules and "fork" in multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if fork_ok else "spawn")
+        from .forking import fork_is_safe
+
+        ctx = multiprocessing.get_context("fork" if fork_is_safe() else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             for path, err in tqdm(pool.map(_cache_worker, todo, chunksize=4), **bar_args):
                 _record(stats, path, err)

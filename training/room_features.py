@@ -26,6 +26,7 @@ import numpy as np
 from firmware_py.errors import AudioError, GenreEdgeError, skip_reason
 
 from .dataset import Track, cache_key, load_cached, progress_bar, save_npy_atomic
+from .forking import fork_is_safe
 from .rooms import Condition, RoomSet, render
 
 log = logging.getLogger(__name__)
@@ -155,16 +156,14 @@ def build_room_cache(items: Sequence[RoomTrack], *, workers: int | None = None,
     tqdm = progress_bar()
     bar = dict(total=len(jobs), desc=desc, unit="track", disable=not progress,
                mininterval=0.1 if sys.stderr.isatty() else 10.0)
-    import multiprocessing
-
     # fork shares the responses with the workers for free; never fork under TensorFlow.
-    fork_ok = "tensorflow" not in sys.modules and "fork" in multiprocessing.get_all_start_methods()
-    if n_workers <= 1 or len(jobs) < 4 or not fork_ok:
+    if n_workers <= 1 or len(jobs) < 4 or not fork_is_safe():
         results = (_run(job) for job in jobs)
         for path, err in tqdm(results, **bar):
             if err:
                 failed[path] = err
     else:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         global _JOBS
