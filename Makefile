@@ -82,7 +82,8 @@ DEFAULT_RECIPE := --compression pcen --arch edge-l --rooms 4 --teacher musicnn-m
 default-model: $(VENV)/.dev
 	$(VENV)/bin/genre-edge train --data $(DATA)/music $(DEFAULT_RECIPE) --out runs/default --overwrite
 	rm -rf $(DEFAULT_MODEL).new
-	$(VENV)/bin/genre-edge convert runs/default --out $(DEFAULT_MODEL).new --name genre-edge-default --seed 0
+	$(VENV)/bin/genre-edge convert runs/default --out $(DEFAULT_MODEL).new --name genre-edge-default --seed 0 \
+	  --representative 1600
 	$(PY) -m converter.tune_smoothing $(DEFAULT_MODEL).new --data $(DATA)/music --write
 	$(PY) -m converter.model_card runs/default $(DEFAULT_MODEL).new --command "make default-model"
 	rm -rf $(DEFAULT_MODEL) && mv $(DEFAULT_MODEL).new $(DEFAULT_MODEL)
