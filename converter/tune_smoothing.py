@@ -143,13 +143,18 @@ def _prepare_stream(parts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return probs, window_levels_dbfs(audio, probs.shape[0], hop_samples, win_samples)
 
 
+def _pool_size(workers: int) -> int:
+    """``--workers``: 0 is one per core."""
+    return workers or os.cpu_count() or 1
+
+
 def _forked_map(fn: Any, items: list[Any], workers: int, chunksize: int = 1) -> list[Any]:
     """``[fn(x) for x in items]``, shared between ``workers`` forked processes (in order;
     0: one per core). Unlike the training's pools it forks even where TensorFlow is loaded
     (``training.forking.fork_is_safe`` would say no): the children run numpy, the room
     renderer and LiteRT, never TensorFlow, so they take none of its locks. The tests rely
     on it: under pytest TensorFlow is loaded, and they compare forked with serial."""
-    n = min(workers or os.cpu_count() or 1, len(items))
+    n = min(_pool_size(workers), len(items))
     if n <= 1 or "fork" not in mp.get_all_start_methods():
         return [fn(x) for x in items]
     with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as pool:
@@ -266,7 +271,7 @@ def search(data: dict[str, Any], grid: dict[str, list[Any]] = GRID,
     share the points; each forks with ``data`` in its memory, so nothing large is copied,
     and the figures are the serial search's exactly (the same code on the same numbers)."""
     points = grid_points(grid)
-    n = workers or os.cpu_count() or 1
+    n = _pool_size(workers)
     _SHARED.update(data=data, points=points)
     try:
         metrics = _forked_map(_evaluate_point, list(range(len(points))), n,
@@ -370,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         per[name] = search(data, workers=args.workers)
         print(f"searched {len(per[name])} grid points ({name}) in {time.time() - t0:.0f} s "
-              f"with {args.workers or os.cpu_count()} workers", file=sys.stderr)
+              f"with {_pool_size(args.workers)} workers", file=sys.stderr)
     results = per["clean"] if args.no_rooms else combine(per["clean"], per["in-room"])
     print("Pareto front (follow within 6 s vs changes per 10 min of one genre):")
     for knobs, m in pareto(results):
