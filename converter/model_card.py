@@ -127,6 +127,15 @@ def _accuracy(ver: dict[str, Any], test: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _room_drop(ver: dict[str, Any]) -> str:
+    """The float -> int8 drop in the held-out rooms, where the device listens."""
+    room = ver.get("in_room") or {}
+    if "track_drop_points" not in room:
+        return ""
+    return (f"; in rooms: track accuracy {room['track_drop_points']:+.2f} points, window "
+            f"{room['window_drop_points']:+.2f} points, top-1 agreement {_pct(room['top1_agreement'])}")
+
+
 def _rooms_note(ver: dict[str, Any]) -> list[str]:
     room = ver.get("in_room")
     if not room:
@@ -296,7 +305,8 @@ def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
         "",
         f"float -> int8 drop (float minus int8): track accuracy {ver['track_drop_points']:+.2f} points, window "
         f"{ver['window_drop_points']:+.2f} points; top-1 agreement {_pct(ver['top1_agreement'])}; "
-        f"probability difference max {ver['max_prob_diff']:.3f}, mean {ver['mean_prob_diff']:.4f}.",
+        f"probability difference max {ver['max_prob_diff']:.3f}, mean {ver['mean_prob_diff']:.4f}"
+        + _room_drop(ver) + ".",
         "",
         *_rooms_note(ver),
         *_calibration(run, ver),
