@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -316,7 +317,7 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = run_command(
         commands.train, "--data", str(data), "--out", str(out), "--cache", str(root / "cache"),
         "--epochs", "6", "--crops-per-track", "16", "--batch-size", "32", "--seed", "0",
-        "--workers", "2", "--no-evaluate", "-q", "--rooms", "2",
+        "--workers", "2", "--no-evaluate", "-q", "--rooms", "2", "--validate-from", "3",
     )
     assert code == 0
     return out
@@ -351,8 +352,13 @@ def test_synthetic_train_then_evaluate(synthetic_run: Path) -> None:
     assert 0.0 <= room["window_ece"] <= 1.0 and set(room["per_class"]) == set(run["labels"])
     assert run["metrics"]["test"]["in_room"]["track_accuracy_mean_vote"] == room["track_accuracy_mean_vote"]
     assert "| metric | clean | in-room |" in (synthetic_run / "report.md").read_text()
+    # --validate-from 3: epochs 1-2 only trained (no val_* figures, never kept), 3-6 validated
+    history = json.loads((synthetic_run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6] and run["train"]["validate_from"] == 3
+    assert [("val_track_accuracy" in h) for h in history] == [False, False, True, True, True, True]
+    assert all(np.isfinite(h["loss"]) for h in history) and run["best_epoch"] >= 3
     # trained on rooms: validation in rooms chose the epoch, and a temperature was fitted
-    best = json.loads((synthetic_run / "history.json").read_text())[run["best_epoch"] - 1]
+    best = history[run["best_epoch"] - 1]
     assert "val_room_track_accuracy" in best and "val_room_track_accuracy" in run["val"]
     cal = run["calibration"]
     assert 0.05 <= cal["temperature"] <= 20 and cal["val_nll_after"] <= cal["val_nll_before"] + 1e-9
@@ -400,7 +406,34 @@ def test_train_refuses_bad_input(tmp_path: Path, synthetic_run: Path) -> None:
     with pytest.raises(GenreEdgeError, match="--distill only applies with a teacher: add --teacher"):
         run_command(commands.train, "--data", str(tmp_path), "--out", str(tmp_path / "r"),
                     "--distill", "0.8")
+    with pytest.raises(GenreEdgeError, match="--validate-from cannot be combined with --budget-min"):
+        run_command(commands.train, "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                    "--budget-min", "5", "--validate-from", "3")
     assert os.path.isdir(synthetic_run)
+
+
+def test_the_last_epoch_is_validated_whatever_validate_from_says(tmp_path: Path) -> None:
+    """A --validate-from past --epochs still keeps a model: the last epoch is validated."""
+    from training.selection import EpochSelector
+    from training.train_config import TrainConfig
+
+    tracks = [SimpleNamespace(label=i % 2) for i in range(4)]
+    saved: list[int] = []
+    epoch_now = [0]
+
+    def predict(ts):  # right from epoch 2 on, wrong before: real summaries of real arrays
+        right = epoch_now[0] >= 1
+        return [np.eye(2, dtype=np.float32)[[t.label if right else 1 - t.label] * 3] for t in ts]
+
+    sel = EpochSelector(predict=predict, save_best=lambda: saved.append(epoch_now[0] + 1),
+                        val_tracks=tracks, val_room=[], labels=["a", "b"], out=tmp_path,
+                        cfg=TrainConfig(epochs=3, validate_from=9), verbose=False, t_start=0.0)
+    for e in range(3):
+        epoch_now[0] = e
+        assert sel.end_of_epoch(e, {"loss": 1.0, "acc": 0.5}, 1e-3) is False
+    assert saved == [3] and sel.best_epoch == 3 and sel.best_row["val_track_accuracy"] == 1.0
+    assert [("val_loss" in h) for h in json.loads((tmp_path / "history.json").read_text())] == \
+        [False, False, True]
 
 
 # -- found by review: data and run-folder faults ---------------------------------------

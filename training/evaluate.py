@@ -277,14 +277,18 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     if not history:
         return
     ep = [h["epoch"] for h in history]
+
+    def val(key: str) -> list[float]:  # epochs trained but not validated (--validate-from): gaps
+        return [h.get(key, float("nan")) for h in history]
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     a.plot(ep, [h["loss"] for h in history], label="train loss (augmented)")
-    a.plot(ep, [h["val_loss"] for h in history], label="val window loss")
+    a.plot(ep, val("val_loss"), label="val window loss")
     a.set_xlabel("epoch")
     a.legend()
     b.plot(ep, [h["acc"] for h in history], label="train window acc (augmented)")
-    b.plot(ep, [h["val_window_accuracy"] for h in history], label="val window acc")
-    b.plot(ep, [h["val_track_accuracy"] for h in history], label="val track acc (mean vote)")
+    b.plot(ep, val("val_window_accuracy"), label="val window acc")
+    b.plot(ep, val("val_track_accuracy"), label="val track acc (mean vote)")
     b.set_xlabel("epoch")
     b.set_ylim(0, 1.02)
     b.legend(loc="lower right")

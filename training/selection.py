@@ -81,9 +81,26 @@ class EpochSelector:
     def _summary(self, tracks: Sequence[Any]) -> dict[str, Any]:
         return summarize(self.predict(tracks), [t.label for t in tracks], self.labels)
 
+    def validates(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) is validated: from ``cfg.validate_from`` on,
+        and always the last one (so that a run always keeps a model)."""
+        return epoch + 1 >= self.cfg.validate_from or epoch + 1 >= self.cfg.epochs
+
     def end_of_epoch(self, epoch: int, logs: dict[str, Any] | None, lr: float) -> bool:
         """Record epoch ``epoch`` (0-based); True when training should stop."""
         t0, logs = time.time(), logs or {}
+        if not self.validates(epoch):
+            # trained only: its row has the training figures and no val_* keys
+            row = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
+                   "acc": float(logs.get("acc", logs.get("probs_acc", float("nan")))),
+                   "lr": lr, "elapsed_s": time.time() - self.t_start}
+            self.history.append(row)
+            (self.out / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+            if self.verbose:
+                print(f"epoch {row['epoch']:3d}/{self.cfg.epochs}  loss {row['loss']:.3f}  acc "
+                      f"{row['acc']:.3f}  (not validated before epoch {self.cfg.validate_from})"
+                      f"  lr {lr:.2e}  [{row['elapsed_s']:.0f} s]", flush=True)
+            return False
         m = self._summary(self.val_tracks)
         room = self._summary(self.val_room) if self.val_room else None
         row = {

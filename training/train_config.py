@@ -96,6 +96,9 @@ class TrainConfig:
         Never stop early before this epoch (default: half of ``epochs``, so the
         cosine schedule gets to its low learning rates, where the tiny validation set
         stops being noisy).
+    validate_from : int
+        First epoch (1-based) that is validated, may be kept and counts for early stopping;
+        the epochs before it only train (the last epoch is always validated). 1: every epoch.
     seed : int
         Seed of everything random (crops, augmentation, initialisation).
     inference_hop_s : float
@@ -158,6 +161,7 @@ class TrainConfig:
     label_smoothing: float = 0.05
     patience: int = 10
     min_epochs: int | None = None
+    validate_from: int = 1
     seed: int = 0
     inference_hop_s: float = 1.0
     threads: int = 0
