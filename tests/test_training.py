@@ -436,6 +436,22 @@ def test_the_last_epoch_is_validated_whatever_validate_from_says(tmp_path: Path)
         [False, False, True]
 
 
+def test_validate_from_changes_which_epochs_are_kept_not_the_training(tmp_path: Path) -> None:
+    """Validation reads the model and draws nothing: the same seed trains the same weights
+    with or without the early validations (one thread, one process, one machine)."""
+    data = make_dataset(tmp_path / "data", clips_per_genre=4, duration_s=4.0, seed=1)
+    losses = []
+    for v in ("1", "3"):
+        assert run_command(
+            commands.train, "--data", str(data), "--out", str(tmp_path / f"r{v}"), "--cache",
+            str(tmp_path / "cache"), "--epochs", "3", "--crops-per-track", "8", "--batch-size",
+            "16", "--threads", "1", "--no-evaluate", "-q", "--validate-from", v) == 0
+        history = json.loads((tmp_path / f"r{v}" / "history.json").read_text())
+        losses.append([h["loss"] for h in history])
+        assert [("val_loss" in h) for h in history] == ([True] * 3 if v == "1" else [False, False, True])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+
+
 # -- found by review: data and run-folder faults ---------------------------------------
 def test_a_file_shorter_than_one_frame_is_skipped_not_fatal(tmp_path: Path) -> None:
     tiny = tmp_path / "g" / "tiny.wav"
