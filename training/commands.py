@@ -131,7 +131,7 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
                         "never before half of --epochs")
     f.add_argument("--validate-from", type=_positive(int), default=TRAIN_DEFAULTS["validate_from"],
                    help="first epoch that is validated and may be kept; earlier epochs only train "
-                        "(~20 s less each for the default recipe; the last epoch is always "
+                        "(~15-20 s less each for the default recipe; the last epoch is always "
                         f"validated; default {TRAIN_DEFAULTS['validate_from']}: every epoch)")
     f.add_argument("--seed", type=int, default=0, help="seed of splits, crops, augmentation, weights")
     f.add_argument("--no-augment", action="store_true", help="no augmentation and no mixup")

@@ -81,6 +81,11 @@ class EpochSelector:
     def _summary(self, tracks: Sequence[Any]) -> dict[str, Any]:
         return summarize(self.predict(tracks), [t.label for t in tracks], self.labels)
 
+    def _record(self, row: dict[str, Any]) -> None:
+        """Append the epoch's row and rewrite ``history.json``."""
+        self.history.append(row)
+        (self.out / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+
     def validates(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (0-based) is validated: from ``cfg.validate_from`` on,
         and always the last one (so that a run always keeps a model)."""
@@ -89,13 +94,12 @@ class EpochSelector:
     def end_of_epoch(self, epoch: int, logs: dict[str, Any] | None, lr: float) -> bool:
         """Record epoch ``epoch`` (0-based); True when training should stop."""
         t0, logs = time.time(), logs or {}
+        trained = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
+                   "acc": float(logs.get("acc", logs.get("probs_acc", float("nan"))))}
         if not self.validates(epoch):
             # trained only: its row has the training figures and no val_* keys
-            row = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
-                   "acc": float(logs.get("acc", logs.get("probs_acc", float("nan")))),
-                   "lr": lr, "elapsed_s": time.time() - self.t_start}
-            self.history.append(row)
-            (self.out / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+            row = {**trained, "lr": lr, "elapsed_s": time.time() - self.t_start}
+            self._record(row)
             if self.verbose:
                 print(f"epoch {row['epoch']:3d}/{self.cfg.epochs}  loss {row['loss']:.3f}  acc "
                       f"{row['acc']:.3f}  (not validated before epoch {self.cfg.validate_from})"
@@ -103,15 +107,8 @@ class EpochSelector:
             return False
         m = self._summary(self.val_tracks)
         room = self._summary(self.val_room) if self.val_room else None
-        row = {
-            "epoch": epoch + 1,
-            "loss": float(logs.get("loss", float("nan"))),
-            "acc": float(logs.get("acc", logs.get("probs_acc", float("nan")))),
-            **validation_figures(m, room),
-            "lr": lr,
-            "elapsed_s": time.time() - self.t_start,
-        }
-        self.history.append(row)
+        row = {**trained, **validation_figures(m, room), "lr": lr,
+               "elapsed_s": time.time() - self.t_start}
         key = selection_key(row)
         improved = self.best is None or key > self.best
         if improved:
@@ -119,7 +116,7 @@ class EpochSelector:
             self.save_best()
         else:
             self.waited += 1
-        (self.out / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        self._record(row)
         if self.verbose:
             self._print(row, room is not None, improved, time.time() - t0)
         cfg = self.cfg
