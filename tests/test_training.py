@@ -452,6 +452,58 @@ def test_validate_from_changes_which_epochs_are_kept_not_the_training(tmp_path: 
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
 
 
+def test_train_on_val_refits_on_train_and_val_with_the_source_temperature(
+        tmp_path: Path, synthetic_run: Path) -> None:
+    """--train-on-val RUN: the training and validation tracks in one list, no validation,
+    the last epoch kept, RUN's temperature folded in; RUN's test split."""
+    import keras
+
+    import training.models  # noqa: F401
+    from training.refit import fold_temperature
+
+    source = json.loads((synthetic_run / "run.json").read_text())
+    data, cache = source["dataset"]["data_dir"], source["cache_dir"]
+    out = tmp_path / "refit"
+    assert run_command(
+        commands.train, "--data", data, "--out", str(out), "--cache", cache, "--epochs", "3",
+        "--crops-per-track", "16", "--batch-size", "32", "--seed", "0", "--workers", "2",
+        "--no-evaluate", "-q", "--rooms", "2", "--train-on-val", str(synthetic_run)) == 0
+    run = json.loads((out / "run.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3] and run["best_epoch"] == 3
+    assert not any(k.startswith("val_") for h in history for k in h) and run["val"] == {}
+    assert run["calibration"]["temperature"] == source["calibration"]["temperature"]
+    assert run["refit"]["of"] == str(synthetic_run) and run["train"]["refit_of"] == str(synthetic_run)
+    assert run["refit"]["val_of_source"] == source["val"]
+    theirs, ours = load_run_splits(synthetic_run), load_run_splits(out)
+    merged = sorted(t.track_id for t in [*theirs["train"], *theirs["val"]])
+    assert [t.track_id for t in ours["train"]] == merged and ours["val"] == []
+    assert [t.track_id for t in ours["test"]] == [t.track_id for t in theirs["test"]]
+    assert run["tracks"] == {"train": 24, "val": 0, "test": 8}
+    assert "val_track_accuracy" not in (run["teacher"] or {})
+    # the test report works; the folded temperature divides the last layer
+    assert run_command(commands.evaluate, str(out), "--split", "test", "--no-rooms", "-q") == 0
+    before = keras.models.load_model(out / "model.keras", compile=False).get_layer("logits").get_weights()
+    fold_temperature(out / "model.keras", 2.0)
+    after = keras.models.load_model(out / "model.keras", compile=False).get_layer("logits").get_weights()
+    for a, b in zip(after, before, strict=True):
+        np.testing.assert_allclose(a, b / 2.0, rtol=1e-6)
+    # one-line errors: RUN as --out, a refit as RUN, other genres than RUN's
+    with pytest.raises(GenreEdgeError, match="is the --out folder"):
+        run_command(commands.train, "--data", data, "--out", str(synthetic_run), "--overwrite",
+                    "--train-on-val", str(synthetic_run))
+    with pytest.raises(GenreEdgeError, match="is itself a refit"):
+        run_command(commands.train, "--data", data, "--out", str(tmp_path / "x"),
+                    "--train-on-val", str(out))
+    with pytest.raises(GenreEdgeError, match="--train-on-val cannot be combined with --budget-min"):
+        run_command(commands.train, "--data", data, "--out", str(tmp_path / "x"),
+                    "--train-on-val", str(synthetic_run), "--budget-min", "5")
+    with pytest.raises(GenreEdgeError, match="has genres"):
+        run_command(commands.train, "--data", data, "--out", str(tmp_path / "y"), "--cache", cache,
+                    "--genres", "ambient,bossa,rockish", "--epochs", "1", "--no-evaluate", "-q",
+                    "--train-on-val", str(synthetic_run))
+
+
 # -- found by review: data and run-folder faults ---------------------------------------
 def test_a_file_shorter_than_one_frame_is_skipped_not_fatal(tmp_path: Path) -> None:
     tiny = tmp_path / "g" / "tiny.wav"

@@ -185,6 +185,11 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
                    help="train for this many minutes of wall clock (the learning-rate schedule "
                         "follows the clock; --epochs is an upper bound): compares presets on "
                         "equal time")
+    f.add_argument("--train-on-val", metavar="RUN", dest="refit_of",
+                   help="the final fit of a recipe chosen on validation: train on the training "
+                        "and validation tracks, validate nothing, keep the last epoch, take the "
+                        "temperature of RUN (that recipe's run on the training tracks alone, "
+                        "same data, split and flags)")
     f.add_argument("--no-calibrate", action="store_true",
                    help="keep the raw softmax (default: fit a temperature on validation)")
     f.add_argument("--threads", type=int, default=0, help="TensorFlow threads (default: all cores)")
@@ -224,7 +229,8 @@ def _train_run(args: argparse.Namespace) -> int:
     if not args.no_evaluate:
         from .evaluate import evaluate_run
 
-        for split in ("val", "test"):
+        # a refit trained on the validation tracks: only the test report means anything
+        for split in ("test",) if args.refit_of else ("val", "test"):
             evaluate_run(out, split, verbose=0 if args.quiet else 1)
     if not args.quiet:
         print(f"run written to {out} (best epoch {run['best_epoch']}, {time.time() - t0:.0f} s in all)")
@@ -245,6 +251,13 @@ def _checked_out_folder(args: argparse.Namespace) -> Path:
     if args.budget_min and args.validate_from > 1:
         raise GenreEdgeError("--validate-from cannot be combined with --budget-min (the budget "
                              "ends the run at an epoch not known in advance): drop one of them")
+    if args.refit_of:
+        if args.budget_min:
+            raise GenreEdgeError("--train-on-val cannot be combined with --budget-min (the run "
+                                 "must end with the recipe's last epoch): drop --budget-min")
+        from .refit import check_refit_source
+
+        check_refit_source(Path(args.refit_of), Path(args.out))
     out = Path(args.out)
     if (out / "run.json").exists() and not args.overwrite:
         raise GenreEdgeError(f"{out} already holds a training run: choose another --out or pass --overwrite")
@@ -313,7 +326,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         teacher=args.teacher, distill=args.distill, distill_temperature=args.distill_temperature,
         teacher_l2=args.teacher_l2, hint=args.hint, rooms=args.rooms, clean_p=args.clean_p,
         val_rooms=args.val_rooms, rir_dir=args.rir_dir, noise_dir=args.noise_dir,
-        calibrate=not args.no_calibrate, budget_min=args.budget_min or 0.0, augment=aug)
+        calibrate=not args.no_calibrate, budget_min=args.budget_min or 0.0,
+        refit_of=str(Path(args.refit_of)) if args.refit_of else None, augment=aug)
 
 
 def _render_rooms(args: argparse.Namespace, splits: dict, frontend, cache_dir: Path) -> dict:
@@ -322,8 +336,11 @@ def _render_rooms(args: argparse.Namespace, splits: dict, frontend, cache_dir: P
     from .room_features import build_room_cache, training_renderings
 
     t0 = time.time()
+    # a refit (--train-on-val) trains on the validation tracks in the training rooms
+    train, val = ((sorted([*splits["train"], *splits["val"]], key=lambda t: t.track_id), [])
+                  if args.refit_of else (splits["train"], splits["val"]))
     train_rooms, items, val_items = training_renderings(
-        splits["train"], splits["val"], frontend.sample_rate, cache_dir, rooms=args.rooms,
+        train, val, frontend.sample_rate, cache_dir, rooms=args.rooms,
         val_rooms=args.val_rooms, rir_dir=args.rir_dir, noise_dir=args.noise_dir)
     failed = build_room_cache([*items, *val_items], workers=args.workers,
                               progress=not args.quiet)
@@ -344,7 +361,7 @@ def _render_evaluation_rooms(args: argparse.Namespace, splits: dict, frontend, c
 
     t0 = time.time()
     n = 0
-    for split in ("val", "test"):
+    for split in ("test",) if args.refit_of else ("val", "test"):
         if splits.get(split):
             items, _ = in_room_tracks(splits[split], split, frontend, cache_dir,
                                       workers=args.workers, progress=not args.quiet)

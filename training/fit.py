@@ -182,6 +182,12 @@ def train(
     keras.utils.set_random_seed(cfg.seed)
     n_labels, wf = len(labels), frontend.window_frames
     hop_frames = hop_frames_for(cfg.inference_hop_s, frontend)
+    refit_source = None
+    if cfg.refit_of:
+        from .refit import check_refit_source, refit_splits
+
+        refit_source = check_refit_source(Path(cfg.refit_of), out)
+        splits = refit_splits(refit_source, splits, list(labels), frontend)
     train_tracks, val_tracks = splits["train"], splits["val"]
     features = [np.ascontiguousarray(t.features(), dtype=np.float32) for t in train_tracks]
     mean, std = band_stats(train_tracks)
@@ -248,8 +254,21 @@ def train(
     if mixed:
         keras.mixed_precision.set_global_policy("float32")
 
-    calibration = None
-    if cfg.calibrate:
+    calibration = refit = None
+    if refit_source is not None:
+        from .refit import fold_temperature, refit_report, source_temperature
+
+        temperature = source_temperature(refit_source) if cfg.calibrate else None
+        if temperature is not None:
+            fold_temperature(model_path, temperature)
+            calibration = {"temperature": temperature,
+                           "fitted_on": f"the validation windows of {refit_source.folder} "
+                                        "(the same recipe on the training tracks alone)"}
+        refit = refit_report(refit_source, temperature)
+        if verbose:
+            print(f"refit of {refit_source.folder}: last epoch kept, temperature "
+                  f"{temperature if temperature is not None else 'none'}", flush=True)
+    elif cfg.calibrate:
         calibration = calibrate_saved_model(model_path, [*val_tracks, *val_room], wf, hop_frames)
         if verbose:
             print(f"calibration: temperature {calibration['temperature']:.3f}, validation window "
@@ -275,6 +294,7 @@ def train(
                                      "val_room_window_accuracy", "val_room_track_accuracy",
                                      "val_room_loss") if k in best},
         "calibration": calibration,
+        **({"refit": refit} if refit is not None else {}),
         "teacher": teacher_report,
         "band_mean_db": mean.tolist(),
         "band_std_db": std.tolist(),

@@ -88,7 +88,10 @@ class EpochSelector:
 
     def validates(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (0-based) is validated: from ``cfg.validate_from`` on,
-        and always the last one (so that a run always keeps a model)."""
+        and always the last one (so that a run always keeps a model). Without validation
+        tracks (a refit, ``--train-on-val``) none is."""
+        if not self.val_tracks:
+            return False
         return epoch + 1 >= self.cfg.validate_from or epoch + 1 >= self.cfg.epochs
 
     def end_of_epoch(self, epoch: int, logs: dict[str, Any] | None, lr: float) -> bool:
@@ -99,11 +102,16 @@ class EpochSelector:
         if not self.validates(epoch):
             # trained only: its row has the training figures and no val_* keys
             row = {**trained, "lr": lr, "elapsed_s": time.time() - self.t_start}
+            if not self.val_tracks and epoch + 1 >= self.cfg.epochs:
+                self.best_epoch = epoch + 1  # a refit keeps its last epoch
+                self.save_best()
             self._record(row)
             if self.verbose:
+                why = ("no validation: a refit keeps its last epoch" if not self.val_tracks
+                       else f"not validated before epoch {self.cfg.validate_from}")
                 print(f"epoch {row['epoch']:3d}/{self.cfg.epochs}  loss {row['loss']:.3f}  acc "
-                      f"{row['acc']:.3f}  (not validated before epoch {self.cfg.validate_from})"
-                      f"  lr {lr:.2e}  [{row['elapsed_s']:.0f} s]", flush=True)
+                      f"{row['acc']:.3f}  ({why})  lr {lr:.2e}  [{row['elapsed_s']:.0f} s]",
+                      flush=True)
             return False
         m = self._summary(self.val_tracks)
         room = self._summary(self.val_room) if self.val_room else None

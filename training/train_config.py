@@ -147,6 +147,12 @@ class TrainConfig:
     calibrate : bool
         Fit a softmax temperature on the validation windows (clean and in-room) after
         training and fold it into the saved model (``run.json`` ``calibration``).
+    refit_of : str or None
+        The final fit of a recipe chosen on validation (``--train-on-val RUN``): RUN is the
+        run of the same recipe on the training tracks alone, whose validation chose its
+        settings. This run trains on the training *and* validation tracks (one list in
+        track order), validates nothing, keeps the last epoch and folds RUN's fitted
+        temperature into it (there is no held-out data left to fit one on). None: off.
     augment : AugmentParams
         Augmentation strengths.
     """
@@ -181,6 +187,7 @@ class TrainConfig:
     calibrate: bool = True
     budget_min: float = 0.0
     hint: float = 0.0
+    refit_of: str | None = None
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def to_dict(self) -> dict[str, Any]:
