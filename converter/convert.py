@@ -353,6 +353,9 @@ def convert_run(
             "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
             "command": portable(command),
         }
+        if (run.train or {}).get("refit_of"):
+            # trained on the validation tracks too (--train-on-val): nothing may be tuned on them
+            provenance["refit_of"] = Path(run.train["refit_of"]).name
         write_bundle(
             out_dir, model=int8_path, labels=labels, frontend=frontend, inference_hop_s=hop_s,
             smoothing=run.get("smoothing") or default_smoothing(), provenance=provenance,

@@ -158,6 +158,13 @@ def _calibration(run: RunRecord, ver: dict[str, Any]) -> list[str]:
     cal = run.get("calibration")
     if not cal:
         return []
+    refit = run.get("refit")
+    if refit:
+        return [f"Confidence is calibrated: the softmax temperature of {cal['temperature']:.2f} "
+                f"fitted by `{refit['of']}` (the same recipe on the training tracks alone, on "
+                "its validation windows) is folded into the last layer: this model trained on "
+                "the validation tracks, so none is left to fit its own; test ECE in the table "
+                "above.", ""]
     return [f"Confidence is calibrated: a softmax temperature of {cal['temperature']:.2f}, fitted "
             f"on {cal['windows']} validation windows ({cal['fitted_on']}), is folded into the "
             f"last layer (validation ECE {cal['val_ece_before']:.3f} -> {cal['val_ece_after']:.3f}); "
@@ -199,6 +206,20 @@ def _best_epochs(run: Any) -> str:
     if not members:
         return f"best epoch {run.get('best_epoch')}"
     return "best epochs " + ", ".join(str(m.get("best_epoch")) for m in members)
+
+
+def _epoch_choice(run: Any, train: dict[str, Any]) -> str:
+    refit = run.get("refit")
+    if refit:
+        val = refit.get("val_of_source") or {}
+        return (f"the last epoch kept: a refit on the training and validation tracks "
+                f"(`--train-on-val`) of `{refit['of']}`, whose validation chose the recipe "
+                f"(best epoch {refit.get('source_best_epoch')}; validation track accuracy "
+                f"{_pct(val.get('val_track_accuracy'))} clean"
+                + (f", {_pct(val['val_room_track_accuracy'])} in rooms"
+                   if "val_room_track_accuracy" in val else "") + ")")
+    return (f"{_best_epochs(run)}, chosen on validation track accuracy"
+            f"{', the mean of clean and in-room' if train.get('rooms') else ''}")
 
 
 def _ensemble(run: Any) -> list[str]:
@@ -293,8 +314,7 @@ def render(run_dir: Path, bundle_dir: Path, command: str) -> str:
         f"parameters; int8 TFLite {quant['model_bytes'] / 1024:.1f} KB (weights per channel, "
         f"int8 activations, int8 input and output), calibrated on "
         f"{quant['representative_windows']} real training windows. Training: up to "
-        f"{train.get('epochs')} epochs ({_best_epochs(run)}, chosen on validation "
-        f"track accuracy{', the mean of clean and in-room' if train.get('rooms') else ''}), batch {train.get('batch_size')}, {train.get('crops_per_track')} random "
+        f"{train.get('epochs')} epochs ({_epoch_choice(run, train)}), batch {train.get('batch_size')}, {train.get('crops_per_track')} random "
         f"crops per track per epoch; augmentation: {_augmentation(train.get('augment') or {}, train)}.",
         "",
         *_ensemble(run),

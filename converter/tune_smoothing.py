@@ -356,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0,
                    help="processes that share the clips and the grid search (default 0: one per core)")
     args = p.parse_args(argv)
+    refit_of = load_bundle(args.bundle).provenance.get("refit_of")
+    if refit_of and args.split != "test":
+        raise SystemExit(f"error: {args.bundle}'s model trained on the {args.split} tracks too "
+                         f"(a refit of run {refit_of}, --train-on-val): tune on that run's "
+                         "bundle and copy its [smoothing], which this tuner cannot do for you")
     if args.workers < 0:
         p.error(f"--workers {args.workers}: give 0 (one per core) or a positive count")
     conditions = {"clean": False} if args.no_rooms else {"clean": False, "in-room": True}

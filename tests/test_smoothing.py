@@ -8,6 +8,7 @@ two windows, as a 3 s model window straddling the switch would see it.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -593,3 +594,22 @@ def test_tuned_settings_are_written_into_a_copy_of_the_bundle(tmp_path) -> None:
     loaded = load_bundle(copy)
     assert SmoothingParams().replace(**loaded.smoothing) == chosen
     assert loaded.smoothing != load_bundle(default_bundle_path(), check_model=False).smoothing
+
+
+def test_the_tuner_refuses_a_refit_bundle_on_the_tracks_it_trained_on(tmp_path) -> None:
+    """A bundle of a --train-on-val refit learnt the validation tracks: tuning its smoothing
+    on them would be tuning on training data, so the tuner says so in one line and stops
+    before it plays anything."""
+    import shutil
+
+    from converter.tune_smoothing import main
+    from firmware_py.bundle import default_bundle_path, load_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["provenance"]["refit_of"] = "r-train-only"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert load_bundle(copy).provenance["refit_of"] == "r-train-only"
+    with pytest.raises(SystemExit, match="trained on the val tracks too .*r-train-only"):
+        main([str(copy), "--data", str(tmp_path / "no-music-needed")])
