@@ -161,7 +161,7 @@ def _calibration(run: RunRecord, ver: dict[str, Any]) -> list[str]:
     refit = run.get("refit")
     if refit:
         return [f"Confidence is calibrated: the softmax temperature of {cal['temperature']:.2f} "
-                f"fitted by `{refit['of']}` (the same recipe on the training tracks alone, on "
+                f"fitted by run `{Path(refit['of']).name}` (the same recipe on the training tracks alone, on "
                 "its validation windows) is folded into the last layer: this model trained on "
                 "the validation tracks, so none is left to fit its own; test ECE in the table "
                 "above.", ""]
@@ -213,7 +213,7 @@ def _epoch_choice(run: Any, train: dict[str, Any]) -> str:
     if refit:
         val = refit.get("val_of_source") or {}
         return (f"the last epoch kept: a refit on the training and validation tracks "
-                f"(`--train-on-val`) of `{refit['of']}`, whose validation chose the recipe "
+                f"(`--train-on-val`) of run `{Path(refit['of']).name}`, whose validation chose the recipe "
                 f"(best epoch {refit.get('source_best_epoch')}; validation track accuracy "
                 f"{_pct(val.get('val_track_accuracy'))} clean"
                 + (f", {_pct(val['val_room_track_accuracy'])} in rooms"
