@@ -459,7 +459,7 @@ def test_train_on_val_refits_on_train_and_val_with_the_source_temperature(
     import keras
 
     import training.models  # noqa: F401
-    from training.refit import fold_temperature
+    from training.fit import fold_temperature
 
     source = json.loads((synthetic_run / "run.json").read_text())
     data, cache = source["dataset"]["data_dir"], source["cache_dir"]
@@ -483,9 +483,10 @@ def test_train_on_val_refits_on_train_and_val_with_the_source_temperature(
     assert "val_track_accuracy" not in (run["teacher"] or {})
     # the test report works; the folded temperature divides the last layer
     assert run_command(commands.evaluate, str(out), "--split", "test", "--no-rooms", "-q") == 0
-    before = keras.models.load_model(out / "model.keras", compile=False).get_layer("logits").get_weights()
-    fold_temperature(out / "model.keras", 2.0)
-    after = keras.models.load_model(out / "model.keras", compile=False).get_layer("logits").get_weights()
+    model = keras.models.load_model(out / "model.keras", compile=False)
+    before = model.get_layer("logits").get_weights()
+    fold_temperature(model, 2.0)
+    after = model.get_layer("logits").get_weights()
     for a, b in zip(after, before, strict=True):
         np.testing.assert_allclose(a, b / 2.0, rtol=1e-6)
     # one-line errors: RUN as --out, a refit as RUN, other genres than RUN's

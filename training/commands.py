@@ -229,12 +229,17 @@ def _train_run(args: argparse.Namespace) -> int:
     if not args.no_evaluate:
         from .evaluate import evaluate_run
 
-        # a refit trained on the validation tracks: only the test report means anything
-        for split in ("test",) if args.refit_of else ("val", "test"):
+        for split in _report_splits(args):
             evaluate_run(out, split, verbose=0 if args.quiet else 1)
     if not args.quiet:
         print(f"run written to {out} (best epoch {run['best_epoch']}, {time.time() - t0:.0f} s in all)")
     return 0
+
+
+def _report_splits(args: argparse.Namespace) -> tuple[str, ...]:
+    """The splits reported after training: a refit trained on the validation tracks, so
+    only its test report means anything."""
+    return ("test",) if args.refit_of else ("val", "test")
 
 
 def _checked_out_folder(args: argparse.Namespace) -> Path:
@@ -336,9 +341,11 @@ def _render_rooms(args: argparse.Namespace, splits: dict, frontend, cache_dir: P
     from .room_features import build_room_cache, training_renderings
 
     t0 = time.time()
+    from .refit import train_and_val
+
     # a refit (--train-on-val) trains on the validation tracks in the training rooms
-    train, val = ((sorted([*splits["train"], *splits["val"]], key=lambda t: t.track_id), [])
-                  if args.refit_of else (splits["train"], splits["val"]))
+    train, val = ((train_and_val(splits), []) if args.refit_of
+                  else (splits["train"], splits["val"]))
     train_rooms, items, val_items = training_renderings(
         train, val, frontend.sample_rate, cache_dir, rooms=args.rooms,
         val_rooms=args.val_rooms, rir_dir=args.rir_dir, noise_dir=args.noise_dir)
@@ -361,7 +368,7 @@ def _render_evaluation_rooms(args: argparse.Namespace, splits: dict, frontend, c
 
     t0 = time.time()
     n = 0
-    for split in ("test",) if args.refit_of else ("val", "test"):
+    for split in _report_splits(args):
         if splits.get(split):
             items, _ = in_room_tracks(splits[split], split, frontend, cache_dir,
                                       workers=args.workers, progress=not args.quiet)

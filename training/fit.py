@@ -103,6 +103,13 @@ def _graph_forward(model: Any) -> Any:
     return fn
 
 
+def fold_temperature(model: Any, temperature: float) -> None:
+    """Divide ``model``'s last dense layer (kernel and bias) by ``temperature``."""
+    dense = model.get_layer("logits")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel / temperature, bias / temperature])
+
+
 def calibrate_saved_model(model_path: Path, tracks: Sequence[Any], window_frames: int,
                           hop_frames: int) -> dict[str, Any]:
     """Fit a temperature on ``tracks``' windows and fold it into ``model_path``'s last dense
@@ -122,9 +129,7 @@ def calibrate_saved_model(model_path: Path, tracks: Sequence[Any], window_frames
     labels = [t.label for t in tracks]
     temperature = fit_temperature(probs, labels)
     p, y = window_labels(probs, labels)
-    dense = model.get_layer("logits")
-    kernel, bias = dense.get_weights()
-    dense.set_weights([kernel / temperature, bias / temperature])
+    fold_temperature(model, temperature)
     model.save(model_path)
     calibrated = apply_temperature(p, temperature)
     return {"temperature": temperature, "fitted_on": "validation windows, clean and in-room",
@@ -256,11 +261,13 @@ def train(
 
     calibration = refit = None
     if refit_source is not None:
-        from .refit import fold_temperature, refit_report, source_temperature
+        from .refit import refit_report, source_temperature
 
         temperature = source_temperature(refit_source) if cfg.calibrate else None
         if temperature is not None:
-            fold_temperature(model_path, temperature)
+            saved = keras.models.load_model(model_path, compile=False)
+            fold_temperature(saved, temperature)
+            saved.save(model_path)
             calibration = {"temperature": temperature,
                            "fitted_on": f"the validation windows of {refit_source.folder} "
                                         "(the same recipe on the training tracks alone)"}

@@ -54,8 +54,12 @@ def refit_splits(source: RunRecord, splits: dict[str, list[Any]], labels: list[s
         if ours != {t.track_id for t in theirs.get(part, [])}:
             raise GenreEdgeError(f"the {part} tracks differ from {source.folder}'s: refit with "
                                  "RUN's data, manifest and --split/--seed")
-    merged = sorted([*splits["train"], *splits["val"]], key=lambda t: t.track_id)
-    return {"train": merged, "val": [], "test": list(splits.get("test", []))}
+    return {"train": train_and_val(splits), "val": [], "test": list(splits.get("test", []))}
+
+
+def train_and_val(splits: dict[str, list[Any]]) -> list[Any]:
+    """The refit's training list: the training and validation tracks in track order."""
+    return sorted([*splits["train"], *splits["val"]], key=lambda t: t.track_id)
 
 
 def source_temperature(source: RunRecord) -> float | None:
@@ -64,17 +68,6 @@ def source_temperature(source: RunRecord) -> float | None:
     if isinstance(cal, dict) and isinstance(cal.get("temperature"), (int, float)):
         return float(cal["temperature"])
     return None
-
-
-def fold_temperature(model_path: Path, temperature: float) -> None:
-    """Divide the saved model's last dense layer by ``temperature`` (as calibration does)."""
-    import keras
-
-    model = keras.models.load_model(model_path, compile=False)
-    dense = model.get_layer("logits")
-    kernel, bias = dense.get_weights()
-    dense.set_weights([kernel / temperature, bias / temperature])
-    model.save(model_path)
 
 
 def refit_report(source: RunRecord, temperature: float | None) -> dict[str, Any]:
